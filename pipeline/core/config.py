@@ -1,0 +1,280 @@
+"""nephelios.yml: which GitHub repositories deploy as which apps, and how.
+
+`load_config(path)` reads and validates the whole file once, at start-up, and returns frozen
+dataclasses; every problem raises `ConfigError` naming the file, the dotted key and the bad
+value. Nothing else in Nephelios reads YAML or guesses defaults.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+APP_TYPES = ("static", "python", "nodejs")
+DEFAULT_PORTS = {"static": 80, "python": 8000, "nodejs": 3000}
+DEFAULT_BASE_IMAGES = {
+    "static": "nephelios/busybox:local",
+    "python": "python:3.12-slim",
+    "nodejs": "node:20-slim",
+}
+
+# An app name becomes a DNS label, a Swarm stack name (so `<name>_web` must stay a valid
+# service name) and a Traefik router name; the intersection is a short lowercase label.
+APP_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$")
+REPO_RE = re.compile(r"^[A-Za-z0-9-]{1,39}/[A-Za-z0-9._-]{1,100}$")
+DOMAIN_RE = re.compile(
+    r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+)
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Branch globs: git's own ref rules forbid these characters, so refusing them early keeps
+# nonsense out of refspecs.
+BRANCH_RE = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/*?\[\]-]{1,200}$")
+
+
+@dataclass(frozen=True)
+class Platform:
+    domain: str = "localhost"
+    edge_network: str = "nephelios-edge"
+    http_port: int = 80
+    https_port: int = 443
+    registry: str | None = None
+    keep_images: int = 3
+    git_base_url: str = "https://github.com/"
+    traefik_image: str = "nephelios/traefik:local"
+    base_images: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_BASE_IMAGES))
+
+
+@dataclass(frozen=True)
+class App:
+    name: str
+    repo: str
+    branch: str = "main"
+    type: str = "static"
+    port: int = 80
+    domains: tuple[str, ...] = ()
+    replicas: int = 1
+    env: Mapping[str, str] = field(default_factory=dict)
+    git_url: str | None = None
+    build_timeout_s: int = 1800
+
+    def clone_url(self, platform: Platform) -> str:
+        if self.git_url:
+            return self.git_url
+        return f"{platform.git_base_url.rstrip('/')}/{self.repo}.git"
+
+
+@dataclass(frozen=True)
+class Config:
+    platform: Platform
+    apps: Mapping[str, App]
+    source: str = "<memory>"
+
+
+PLATFORM_KEYS = {
+    "domain",
+    "edge_network",
+    "http_port",
+    "https_port",
+    "registry",
+    "keep_images",
+    "git_base_url",
+    "traefik_image",
+    "base_images",
+}
+APP_KEYS = {
+    "repo",
+    "branch",
+    "type",
+    "port",
+    "domains",
+    "replicas",
+    "env",
+    "git_url",
+    "build_timeout_s",
+}
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate nephelios.yml; raise ConfigError naming the file, key and value."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(source, "<file>", source, f"cannot read: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, "<file>", source, f"not valid YAML: {exc}") from exc
+    return parse_config(data, source=source, base_dir=Path(path).resolve().parent)
+
+
+def parse_config(data: object, source: str = "<memory>", base_dir: Path | None = None) -> Config:
+    if data is None:
+        data = {}
+    _check_mapping(source, "<top>", data, {"platform", "apps"})
+    assert isinstance(data, dict)
+    platform = _parse_platform(source, data.get("platform") or {})
+    raw_apps = data.get("apps") or {}
+    _check_mapping(source, "apps", raw_apps, None)
+    apps = {}
+    for name, raw in raw_apps.items():
+        apps[str(name)] = parse_app(source, str(name), raw or {}, platform, base_dir)
+    return Config(platform=platform, apps=apps, source=source)
+
+
+def parse_app(
+    source: str, name: str, raw: object, platform: Platform, base_dir: Path | None = None
+) -> App:
+    """Validate one app's mapping (from nephelios.yml or an admin call)."""
+    key = f"apps.{name}"
+    if not APP_NAME_RE.match(name):
+        raise ConfigError(
+            source,
+            key,
+            name,
+            "app names are 1-50 lowercase letters, digits or '-', not starting or ending with '-'",
+        )
+    _check_mapping(source, key, raw, APP_KEYS)
+    assert isinstance(raw, dict)
+    repo = _string(source, f"{key}.repo", raw.get("repo"), required=True)
+    if not REPO_RE.match(repo):
+        raise ConfigError(source, f"{key}.repo", repo, "expected a GitHub 'owner/name'")
+    branch = _string(source, f"{key}.branch", raw.get("branch", "main"))
+    if not BRANCH_RE.match(branch):
+        raise ConfigError(source, f"{key}.branch", branch, "not a usable branch name or glob")
+    app_type = _string(source, f"{key}.type", raw.get("type", "static"))
+    if app_type not in APP_TYPES:
+        raise ConfigError(
+            source, f"{key}.type", app_type, f"expected one of {', '.join(APP_TYPES)}"
+        )
+    return App(
+        name=name,
+        repo=repo,
+        branch=branch,
+        type=app_type,
+        port=_int(source, f"{key}.port", raw.get("port", DEFAULT_PORTS[app_type]), 1, 65535),
+        domains=_domains(source, f"{key}.domains", raw.get("domains"), name, platform),
+        replicas=_int(source, f"{key}.replicas", raw.get("replicas", 1), 0, 100),
+        env=_env(source, f"{key}.env", raw.get("env") or {}),
+        git_url=_git_url(source, f"{key}.git_url", raw.get("git_url"), base_dir),
+        build_timeout_s=_int(
+            source, f"{key}.build_timeout_s", raw.get("build_timeout_s", 1800), 10, 24 * 3600
+        ),
+    )
+
+
+def _parse_platform(source: str, raw: object) -> Platform:
+    _check_mapping(source, "platform", raw, PLATFORM_KEYS)
+    assert isinstance(raw, dict)
+    defaults = Platform()
+    domain = _string(source, "platform.domain", raw.get("domain", defaults.domain)).lower()
+    if not DOMAIN_RE.match(domain):
+        raise ConfigError(source, "platform.domain", domain, "not a valid domain name")
+    network = _string(
+        source, "platform.edge_network", raw.get("edge_network", defaults.edge_network)
+    )
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", network):
+        raise ConfigError(source, "platform.edge_network", network, "not a valid network name")
+    base_images = dict(DEFAULT_BASE_IMAGES)
+    raw_images = raw.get("base_images") or {}
+    _check_mapping(source, "platform.base_images", raw_images, set(APP_TYPES))
+    for app_type, image in raw_images.items():
+        base_images[app_type] = _string(source, f"platform.base_images.{app_type}", image)
+    registry = raw.get("registry")
+    return Platform(
+        domain=domain,
+        edge_network=network,
+        http_port=_int(source, "platform.http_port", raw.get("http_port", 80), 1, 65535),
+        https_port=_int(source, "platform.https_port", raw.get("https_port", 443), 1, 65535),
+        registry=None if registry is None else _string(source, "platform.registry", registry),
+        keep_images=_int(source, "platform.keep_images", raw.get("keep_images", 3), 1, 100),
+        git_base_url=_string(
+            source, "platform.git_base_url", raw.get("git_base_url", defaults.git_base_url)
+        ),
+        traefik_image=_string(
+            source, "platform.traefik_image", raw.get("traefik_image", defaults.traefik_image)
+        ),
+        base_images=base_images,
+    )
+
+
+def _check_mapping(source: str, key: str, value: object, allowed: set[str] | None) -> None:
+    if not isinstance(value, dict):
+        raise ConfigError(source, key, value, "expected a mapping")
+    if allowed is None:
+        return
+    for name in value:
+        if name not in allowed:
+            close = difflib.get_close_matches(str(name), sorted(allowed), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            where = str(name) if key == "<top>" else f"{key}.{name}"
+            raise ConfigError(source, where, name, f"unknown key{hint}")
+
+
+def _string(source: str, key: str, value: object, required: bool = False) -> str:
+    if value is None and required:
+        raise ConfigError(source, key, value, "is required")
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(source, key, value, "expected a non-empty string")
+    return value.strip()
+
+
+def _int(source: str, key: str, value: object, low: int, high: int) -> int:
+    # bool is an int in Python; `replicas: yes` is a mistake, not 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(source, key, value, f"expected an integer from {low} to {high}")
+    if not low <= value <= high:
+        raise ConfigError(source, key, value, f"expected an integer from {low} to {high}")
+    return value
+
+
+def _domains(
+    source: str, key: str, value: object, name: str, platform: Platform
+) -> tuple[str, ...]:
+    if value is None:
+        return (f"{name}.{platform.domain}",)
+    items: list[Any] = [value] if isinstance(value, str) else value  # type: ignore[assignment]
+    if not isinstance(items, list) or not items:
+        raise ConfigError(source, key, value, "expected a domain or a non-empty list of domains")
+    domains = []
+    for index, item in enumerate(items):
+        domain = _string(source, f"{key}[{index}]", item).lower()
+        if not DOMAIN_RE.match(domain):
+            raise ConfigError(source, f"{key}[{index}]", item, "not a valid domain name")
+        domains.append(domain)
+    return tuple(dict.fromkeys(domains))
+
+
+def _env(source: str, key: str, value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ConfigError(source, key, value, "expected a mapping of NAME: value")
+    env = {}
+    for name, item in value.items():
+        if not isinstance(name, str) or not ENV_NAME_RE.match(name):
+            raise ConfigError(source, f"{key}.{name}", name, "not a valid variable name")
+        if isinstance(item, dict | list) or item is None:
+            raise ConfigError(source, f"{key}.{name}", "<hidden>", "expected a string or number")
+        # YAML turns `yes` into True; the container should see what the user most likely
+        # meant, so booleans become lowercase words rather than "True".
+        env[name] = str(item).lower() if isinstance(item, bool) else str(item)
+    return env
+
+
+def _git_url(source: str, key: str, value: object, base_dir: Path | None) -> str | None:
+    if value is None:
+        return None
+    url = _string(source, key, value)
+    if url.startswith("-"):
+        raise ConfigError(source, key, url, "a git URL cannot start with '-'")
+    if "://" not in url and not url.startswith("/") and base_dir is not None:
+        # A relative path means a local repository next to nephelios.yml.
+        return str((base_dir / url).resolve())
+    return url

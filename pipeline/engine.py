@@ -1,0 +1,187 @@
+"""The Docker engine, thinly: image builds, `docker stack deploy`, rollout watching, prunes.
+
+docker-py does builds, inspection and image removal; the Docker CLI does `docker stack
+deploy`, which the API has no call for. Deciding what a rollout's state means is left to
+`pipeline.core.rollout`.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from functools import cache
+from typing import IO, Any
+
+import docker
+import docker.errors
+
+from pipeline.core.rollout import Progress, assess
+from pipeline.errors import BuildError, DeployError, RolloutError
+
+log = logging.getLogger(__name__)
+
+APP_LABEL = "nephelios.app"
+COMMIT_LABEL = "nephelios.commit"
+DEPLOYMENT_LABEL = "nephelios.deployment"
+POLL_S = 0.5
+LOG_TAIL_LINES = 30
+
+
+def client(timeout_s: int = 60) -> docker.DockerClient:
+    return docker.from_env(timeout=timeout_s)
+
+
+def build_image(
+    engine: docker.DockerClient,
+    context: IO[bytes],
+    tag: str,
+    labels: Mapping[str, str],
+    dockerfile: str,
+    on_line: Callable[[str], None],
+    timeout_s: int,
+) -> str:
+    """Build `context` as `tag`, streaming each log line to `on_line`; return the image id."""
+    lines: list[str] = []
+    image_id = ""
+    # The read timeout covers a quiet step (a long RUN that prints nothing), so it must be
+    # the whole build budget, not docker-py's 60 s default.
+    chunks = engine.api.build(
+        fileobj=context,
+        custom_context=True,
+        tag=tag,
+        labels=dict(labels),
+        dockerfile=dockerfile,
+        rm=True,
+        forcerm=True,
+        pull=False,
+        decode=True,
+        timeout=timeout_s,
+    )
+    try:
+        for chunk in chunks:
+            if "error" in chunk:
+                message = str(chunk["error"]).strip()
+                on_line(message)
+                lines.append(message)
+                raise BuildError(f"build failed: {message}", _tail(lines))
+            text = chunk.get("stream")
+            if isinstance(text, str):
+                for line in text.splitlines():
+                    if line.strip():
+                        on_line(line)
+                        lines.append(line)
+            aux = chunk.get("aux")
+            if isinstance(aux, dict) and isinstance(aux.get("ID"), str):
+                image_id = aux["ID"]
+    except docker.errors.APIError as exc:
+        raise BuildError(f"build failed: {exc.explanation or exc}", _tail(lines)) from exc
+    except OSError as exc:  # read timeouts and dropped connections from requests/urllib3
+        raise BuildError(f"build interrupted: {exc}", _tail(lines)) from exc
+    if not image_id:
+        image_id = engine.images.get(tag).id
+    return image_id
+
+
+def _tail(lines: list[str]) -> str:
+    return "\n".join(lines[-LOG_TAIL_LINES:])
+
+
+def push_image(engine: docker.DockerClient, tag: str, on_line: Callable[[str], None]) -> None:
+    repository, _, version = tag.rpartition(":")
+    for chunk in engine.api.push(repository, tag=version, stream=True, decode=True):
+        if "error" in chunk:
+            raise BuildError(f"push failed: {chunk['error']}")
+        if chunk.get("status") and not chunk.get("progressDetail"):
+            on_line(f"push: {chunk['status']}")
+
+
+@cache
+def _cli_has_detach() -> bool:
+    # `--detach` appeared in Docker CLI 26, which waits by default; older CLIs never wait.
+    help_text = subprocess.run(
+        ["docker", "stack", "deploy", "--help"], capture_output=True, text=True, check=False
+    ).stdout
+    return "--detach" in help_text
+
+
+def stack_deploy(stack: str, stack_file: str, registry_auth: bool, timeout_s: int = 120) -> None:
+    """Run `docker stack deploy` for one stack file; raise DeployError with the CLI's reason."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", prefix="nephelios-") as handle:
+        handle.write(stack_file)
+        handle.flush()
+        argv = ["docker", "stack", "deploy", "--compose-file", handle.name, "--prune"]
+        # No registry means the image exists only on this engine; asking a registry for its
+        # digest would fail or hang.
+        argv += (
+            ["--with-registry-auth", "--resolve-image", "always"]
+            if registry_auth
+            else ["--resolve-image", "never"]
+        )
+        if _cli_has_detach():
+            argv.append("--detach=true")
+        argv.append(stack)
+        try:
+            result = subprocess.run(
+                argv, capture_output=True, text=True, timeout=timeout_s, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise DeployError(f"docker stack deploy took over {timeout_s}s") from exc
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DeployError(f"docker stack deploy failed: {reason}")
+
+
+def stack_rm(stack: str) -> None:
+    subprocess.run(["docker", "stack", "rm", stack], capture_output=True, check=False)
+
+
+def inspect_service(engine: docker.DockerClient, name: str) -> dict[str, Any] | None:
+    try:
+        service: dict[str, Any] = engine.api.inspect_service(name)
+    except docker.errors.NotFound:
+        return None
+    return service
+
+
+def watch_rollout(
+    engine: docker.DockerClient,
+    service_name: str,
+    image: str,
+    previous_update: str | None,
+    was_update: bool,
+    timeout_s: float,
+) -> Progress:
+    """Poll the service until `assess` says the rollout converged or failed, or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        service = inspect_service(engine, service_name)
+        if service is None:
+            raise RolloutError(f"service {service_name} disappeared during the rollout")
+        tasks = engine.api.tasks(filters={"service": service_name})
+        progress = assess(service, tasks, image, previous_update, was_update)
+        if progress.done:
+            return progress
+        time.sleep(POLL_S)
+    raise RolloutError(f"rollout did not converge within {int(timeout_s)}s")
+
+
+def prune_images(engine: docker.DockerClient, app: str, keep: int, live: set[str]) -> list[str]:
+    """Remove the app's images beyond the newest `keep`, never one in `live`; return tags."""
+    images = engine.images.list(filters={"label": f"{APP_LABEL}={app}"})
+    images.sort(key=lambda image: image.attrs.get("Created", ""), reverse=True)
+    removed: list[str] = []
+    for image in images[keep:]:
+        tags = set(image.tags)
+        if tags & live or image.id in live:
+            continue
+        try:
+            engine.images.remove(image.id, force=True)
+        except docker.errors.APIError as exc:
+            # Still used by a stopped container or a rollback spec: try again next deploy.
+            log.info("prune %s: keeping %s: %s", app, image.short_id, exc.explanation)
+            continue
+        removed.extend(image.tags or [image.short_id])
+    return removed

@@ -1,0 +1,89 @@
+"""Fetching exactly the pushed commit, and turning its tree into a build context.
+
+Each app keeps a bare cache repository under the state directory, so later fetches only
+bring new objects. Commit ids are checked to be 40 hex characters before they reach git, and
+git is always called with argument lists (GitPython), never a shell.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tarfile
+from pathlib import Path
+from typing import IO
+
+import git
+
+from pipeline.core.github import SHA_RE
+from pipeline.errors import FetchError
+
+log = logging.getLogger(__name__)
+
+
+def cache_repo(cache_dir: Path, app: str) -> git.Repo:
+    path = cache_dir / f"{app}.git"
+    if path.exists():
+        return git.Repo(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return git.Repo.init(path, bare=True)
+
+
+def fetch_commit(repo: git.Repo, url: str, commit: str) -> None:
+    """Make `commit` present in `repo`, fetching it by id from `url` when missing."""
+    if not SHA_RE.match(commit):
+        raise FetchError(f"not a commit id: {commit!r}")
+    if url.startswith("-"):
+        raise FetchError("refusing a repository URL that starts with '-'")
+    if has_commit(repo, commit):
+        return
+    try:
+        repo.git.fetch("--no-tags", "--quiet", url, commit)
+    except git.GitCommandError as exc:
+        raise FetchError(f"git fetch of {commit[:12]} failed: {_git_reason(exc)}") from exc
+    if not has_commit(repo, commit):
+        raise FetchError(f"commit {commit[:12]} is not in the repository")
+
+
+def has_commit(repo: git.Repo, commit: str) -> bool:
+    try:
+        repo.git.cat_file("-e", f"{commit}^{{commit}}")
+    except git.GitCommandError:
+        return False
+    return True
+
+
+def has_file(repo: git.Repo, commit: str, path: str) -> bool:
+    try:
+        repo.git.cat_file("-e", f"{commit}:{path}")
+    except git.GitCommandError:
+        return False
+    return True
+
+
+def build_context(repo: git.Repo, commit: str, extra: dict[str, str]) -> IO[bytes]:
+    """A tar of the commit's tree (no .git), plus `extra` files such as a generated Dockerfile."""
+    buffer = io.BytesIO()
+    repo.git.archive("--format=tar", commit, output_stream=buffer)
+    buffer.seek(0, io.SEEK_END)
+    with tarfile.open(fileobj=_rewind(buffer), mode="a") as tar:
+        for name, text in extra.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return _rewind(buffer)
+
+
+def _rewind(buffer: io.BytesIO) -> io.BytesIO:
+    buffer.seek(0)
+    return buffer
+
+
+def _git_reason(exc: git.GitCommandError) -> str:
+    # git's stderr can echo the remote URL; keep only the last line, which names the cause.
+    stderr = (exc.stderr or "").strip().splitlines()
+    return (
+        stderr[-1].strip().removeprefix("stderr: ").strip(" '") if stderr else f"exit {exc.status}"
+    )

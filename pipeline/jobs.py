@@ -1,0 +1,146 @@
+"""The RQ deploy job: fetch, build, deploy, confirm the rollout, prune.
+
+`deploy(deployment_id)` runs in an RQ work horse. It reads the deployment record and the
+config, moves the record through building, deploying and succeeded or failed, and streams
+the build log into Redis. An expected failure (fetch, build, rollout) ends the job normally
+with the deployment failed and its reason; anything unexpected also fails the deployment and
+is then re-raised once, so that RQ files it in its failed-job registry with the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import docker
+import git
+from rq import get_current_job
+
+from pipeline import engine
+from pipeline import git as gitops
+from pipeline.core import deployment as states
+from pipeline.core.config import App, Config, Platform, load_config
+from pipeline.core.deployment import Deployment
+from pipeline.core.render import STACK_SERVICE, render_dockerfile, render_stack
+from pipeline.core.rollout import CONFIG_REPLICAS_LABEL, desired_replicas, update_started_at
+from pipeline.errors import DeployError, RolloutError
+from pipeline.settings import Settings
+from pipeline.store import Store
+
+log = logging.getLogger(__name__)
+
+GENERATED_DOCKERFILE = ".nephelios.Dockerfile"
+ROLLOUT_TIMEOUT_S = 300
+
+
+def image_tag(app: App, platform: Platform, commit: str) -> str:
+    repository = f"{platform.registry.rstrip('/')}/{app.name}" if platform.registry else app.name
+    return f"{repository}:{commit[:12]}"
+
+
+@dataclass
+class Context:
+    """What one deploy job works with."""
+
+    settings: Settings
+    config: Config
+    store: Store
+    deployment: Deployment
+    app: App
+    engine: docker.DockerClient
+
+    def log(self, line: str) -> None:
+        self.store.append_log(self.deployment.id, line)
+
+    def move(self, status: str, error: str = "") -> None:
+        self.deployment.move(status, error)
+        self.store.save(self.deployment)
+        log.info("%s %s: %s %s", self.app.name, self.deployment.id, status, error)
+
+
+def deploy(deployment_id: str) -> str:
+    """RQ entry point; returns the deployment's final status."""
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("pipeline.jobs.deploy must run inside an RQ job")
+    settings = Settings.from_env()
+    store = Store(job.connection)
+    deployment = store.get(deployment_id)
+    if deployment is None:
+        log.error("deployment %s: no record; nothing to do", deployment_id)
+        return "missing"
+    config = load_config(settings.config_path)
+    app = config.apps.get(deployment.app)
+    if app is None:
+        deployment.move(states.FAILED, f"app {deployment.app!r} is no longer configured")
+        store.save(deployment)
+        return deployment.status
+    ctx = Context(settings, config, store, deployment, app, engine.client())
+    try:
+        run(ctx)
+    except DeployError as exc:
+        ctx.move(states.FAILED, str(exc))
+    except BaseException:
+        ctx.move(states.FAILED, "internal error; see the worker log")
+        raise
+    return deployment.status
+
+
+def run(ctx: Context) -> None:
+    app, platform, deployment = ctx.app, ctx.config.platform, ctx.deployment
+    ctx.move(states.BUILDING)
+
+    repo = gitops.cache_repo(ctx.settings.git_cache_dir, app.name)
+    ctx.log(f"fetching {deployment.commit} of {app.repo}")
+    gitops.fetch_commit(repo, app.clone_url(platform), deployment.commit)
+
+    tag = build(ctx, repo)
+    deployment.image = tag
+    ctx.move(states.DEPLOYING)
+
+    service_name = f"{app.name}_{STACK_SERVICE}"
+    before = engine.inspect_service(ctx.engine, service_name)
+    replicas = desired_replicas(app.replicas, before)
+    labels = {
+        engine.APP_LABEL: app.name,
+        engine.COMMIT_LABEL: deployment.commit,
+        engine.DEPLOYMENT_LABEL: deployment.id,
+        CONFIG_REPLICAS_LABEL: str(app.replicas),
+    }
+    stack_file = render_stack(app, platform, tag, replicas, labels)
+    ctx.log(f"docker stack deploy {app.name} ({replicas} replicas of {tag})")
+    engine.stack_deploy(app.name, stack_file, registry_auth=bool(platform.registry))
+
+    progress = engine.watch_rollout(
+        ctx.engine,
+        service_name,
+        tag,
+        update_started_at(before),
+        before is not None,
+        ROLLOUT_TIMEOUT_S,
+    )
+    ctx.log(f"rollout: {progress.reason}")
+    if not progress.ok:
+        raise RolloutError(progress.reason)
+    ctx.move(states.SUCCEEDED)
+
+    removed = engine.prune_images(ctx.engine, app.name, platform.keep_images, live={tag})
+    if removed:
+        ctx.log(f"pruned {', '.join(removed)}")
+
+
+def build(ctx: Context, repo: git.Repo) -> str:
+    app, platform, deployment = ctx.app, ctx.config.platform, ctx.deployment
+    extra = {}
+    dockerfile = "Dockerfile"
+    if not gitops.has_file(repo, deployment.commit, "Dockerfile"):
+        dockerfile = GENERATED_DOCKERFILE
+        extra[GENERATED_DOCKERFILE] = render_dockerfile(app, platform)
+        ctx.log(f"no Dockerfile in the repository; using the {app.type} template")
+    context = gitops.build_context(repo, deployment.commit, extra)
+    tag = image_tag(app, platform, deployment.commit)
+    labels = {engine.APP_LABEL: app.name, engine.COMMIT_LABEL: deployment.commit}
+    engine.build_image(ctx.engine, context, tag, labels, dockerfile, ctx.log, app.build_timeout_s)
+    if platform.registry:
+        engine.push_image(ctx.engine, tag, ctx.log)
+    return tag

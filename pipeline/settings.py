@@ -1,0 +1,60 @@
+"""Process settings from the environment, read once at start-up.
+
+Secrets are held here and nowhere else; `__repr__` names which ones are set, never their
+values, so a settings object can be logged.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.errors import ConfigError
+
+QUEUE_NAME = "nephelios-deploy"
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "nephelios"
+
+
+@dataclass(frozen=True)
+class Settings:
+    config_path: Path = Path("nephelios.yml")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    port: int = 3030
+    state_dir: Path = field(default_factory=_default_state_dir)
+    queue_name: str = QUEUE_NAME
+    webhook_secret: str = field(default="", repr=False)
+    admin_token: str = field(default="", repr=False)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        port_text = env.get("NEPHELIOS_PORT", "3030")
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ConfigError("environment", "NEPHELIOS_PORT", port_text, "expected a TCP port")
+        state = env.get("NEPHELIOS_STATE_DIR")
+        return cls(
+            config_path=Path(env.get("NEPHELIOS_CONFIG", "nephelios.yml")),
+            redis_url=env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            port=int(port_text),
+            state_dir=Path(state) if state else _default_state_dir(),
+            queue_name=env.get("NEPHELIOS_QUEUE", QUEUE_NAME),
+            webhook_secret=env.get("NEPHELIOS_WEBHOOK_SECRET", ""),
+            admin_token=env.get("NEPHELIOS_ADMIN_TOKEN", ""),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Settings(config={str(self.config_path)!r}, port={self.port}, "
+            f"state_dir={str(self.state_dir)!r}, queue={self.queue_name!r}, "
+            f"webhook_secret={'set' if self.webhook_secret else 'unset'}, "
+            f"admin_token={'set' if self.admin_token else 'unset'})"
+        )
+
+    @property
+    def git_cache_dir(self) -> Path:
+        return self.state_dir / "git"

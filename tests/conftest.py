@@ -1,0 +1,136 @@
+"""Fixtures for the Redis and Docker tiers.
+
+Redis tests use database 15 of REDIS_URL's server (flushed around each test) and a queue
+name of their own. Docker tests need the engine in swarm mode with the local images that
+`scripts/bootstrap.sh` makes; they run a Traefik of their own on a high port.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+import redis
+
+from pipeline import engine, platform
+from pipeline.core.config import parse_config
+from tests.support import wait_until
+
+REDIS_URL = os.environ.get("NEPHELIOS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+EDGE_PORT = int(os.environ.get("NEPHELIOS_TEST_HTTP_PORT", "19080"))
+EDGE_NETWORK = "nephelios-test-edge"
+EDGE_STACK = "nephelios-test-edge"
+TEST_DOMAIN = "test.localhost"
+
+
+@pytest.fixture
+def redis_conn() -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(REDIS_URL)
+    try:
+        connection.ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"Redis is needed at {REDIS_URL} (run scripts/bootstrap.sh): {exc}")
+    connection.flushdb()
+    yield connection
+    connection.flushdb()
+    connection.close()
+
+
+@pytest.fixture
+def queue_name() -> str:
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    try:
+        client = platform.connect()
+    except Exception as exc:
+        pytest.fail(f"a Docker engine is needed (run scripts/bootstrap.sh): {exc}")
+    if client.info().get("Swarm", {}).get("LocalNodeState") != "active":
+        pytest.fail("the Docker engine must be in swarm mode (run scripts/bootstrap.sh)")
+    return client
+
+
+@pytest.fixture(scope="session")
+def edge(docker_client: docker.DockerClient) -> Iterator[int]:
+    """A Traefik of the tests' own on EDGE_PORT; yields the port."""
+    config = parse_config(
+        {
+            "platform": {
+                "domain": TEST_DOMAIN,
+                "edge_network": EDGE_NETWORK,
+                "http_port": EDGE_PORT,
+                "https_port": EDGE_PORT + 363,
+            }
+        }
+    )
+    platform.ensure_network(docker_client, EDGE_NETWORK)
+    platform.ensure_edge(config.platform, stack=EDGE_STACK)
+    wait_until(lambda: _traefik_running(docker_client), 60, "the test Traefik to run")
+    yield EDGE_PORT
+    engine.stack_rm(EDGE_STACK)
+
+
+def _traefik_running(client: docker.DockerClient) -> bool:
+    tasks = client.api.tasks(
+        filters={"service": f"{EDGE_STACK}_traefik", "desired-state": "running"}
+    )
+    return any(t.get("Status", {}).get("State") == "running" for t in tasks)
+
+
+@pytest.fixture
+def app_name() -> str:
+    return f"t{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def cleanup_stack(docker_client: docker.DockerClient, app_name: str) -> Iterator[str]:
+    """Remove the test app's stack and images afterwards, whatever happened."""
+    yield app_name
+    engine.stack_rm(app_name)
+    in_stack = {"label": f"com.docker.stack.namespace={app_name}"}
+    wait_until(
+        lambda: (
+            not docker_client.api.services(filters=in_stack)
+            and not docker_client.api.containers(all=True, filters=in_stack)
+        ),
+        60,
+        f"stack {app_name} and its containers to go",
+    )
+    for image in docker_client.images.list(filters={"label": f"{engine.APP_LABEL}={app_name}"}):
+        docker_client.images.remove(image.id, force=True)
+
+
+@pytest.fixture
+def worker_env(tmp_path: Path, queue_name: str) -> dict[str, str]:
+    """Environment for a real `nephelios worker` subprocess working for one test."""
+    return {
+        **os.environ,
+        "REDIS_URL": REDIS_URL,
+        "NEPHELIOS_QUEUE": queue_name,
+        "NEPHELIOS_STATE_DIR": str(tmp_path / "state"),
+        "NEPHELIOS_CONFIG": str(tmp_path / "nephelios.yml"),
+    }
+
+
+@pytest.fixture
+def worker(worker_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """A `nephelios worker` process; the test writes nephelios.yml before jobs run."""
+    Path(worker_env["NEPHELIOS_CONFIG"]).write_text("apps: {}\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "webhooks.cli", "--log-level", "debug", "worker"], env=worker_env
+    )
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -1,0 +1,132 @@
+"""Test helpers: signed GitHub deliveries, local git repositories, and waiting on conditions."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test Pusher",
+    "GIT_AUTHOR_EMAIL": "pusher@example.com",
+    "GIT_COMMITTER_NAME": "Test Pusher",
+    "GIT_COMMITTER_EMAIL": "pusher@example.com",
+}
+
+
+def sign(body: bytes, secret: str) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def push_payload(
+    repository: str,
+    after: str,
+    ref: str = "refs/heads/main",
+    message: str = "update",
+    before: str = "0" * 40,
+    added: tuple[str, ...] = (),
+    modified: tuple[str, ...] = (),
+    removed: tuple[str, ...] = (),
+    deleted: bool = False,
+) -> dict[str, Any]:
+    """A push body shaped like GitHub's (see shared/github-payloads), trimmed to what matters."""
+    owner, name = repository.split("/")
+    commit = {
+        "id": after,
+        "message": message,
+        "added": list(added),
+        "modified": list(modified),
+        "removed": list(removed),
+    }
+    return {
+        "ref": ref,
+        "before": before,
+        "after": after,
+        "created": before == "0" * 40,
+        "deleted": deleted,
+        "forced": False,
+        "base_ref": None,
+        "commits": [] if deleted else [commit],
+        "head_commit": None if deleted else commit,
+        "repository": {
+            "name": name,
+            "full_name": repository,
+            "owner": {"login": owner, "name": owner},
+            "clone_url": f"https://github.com/{repository}.git",
+            "default_branch": "main",
+            "private": False,
+        },
+        "pusher": {"name": "pusher", "email": "pusher@example.com"},
+    }
+
+
+def delivery_headers(
+    body: bytes, secret: str, event: str = "push", delivery: str | None = None
+) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": "GitHub-Hookshot/test",
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+        "X-Hub-Signature-256": sign(body, secret),
+    }
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+class GitRepo:
+    """A bare repository playing a GitHub repository, with a work tree to commit from."""
+
+    def __init__(self, root: Path, branch: str = "main") -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.bare = root / "origin.git"
+        self.work = root / "work"
+        self.branch = branch
+        self._git(root, "init", "--quiet", "--bare", "-b", branch, str(self.bare))
+        self._git(root, "init", "--quiet", "-b", branch, str(self.work))
+
+    def commit(self, files: dict[str, str], message: str = "update") -> str:
+        for name, text in files.items():
+            path = self.work / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        self._git(self.work, "add", "--all")
+        self._git(self.work, "commit", "--quiet", "-m", message)
+        self._git(self.work, "push", "--quiet", str(self.bare), f"HEAD:refs/heads/{self.branch}")
+        return self._git(self.work, "rev-parse", "HEAD").strip()
+
+    @staticmethod
+    def _git(cwd: Path, *args: str) -> str:
+        result = subprocess.run(
+            ["git", *args],
+            cwd=cwd,
+            env={**GIT_ENV, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return result.stdout
+
+
+def wait_until(
+    check: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.25
+) -> T:
+    """Poll `check` until it returns something truthy; fail with `what` after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")

@@ -1,0 +1,114 @@
+"""The `nephelios` command: `up`, `serve`, `worker` and `edge`.
+
+Start-up problems (a bad nephelios.yml, an unreachable engine) end the command with one line
+on stderr naming what is wrong, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from pipeline.core.config import Config, load_config
+from pipeline.errors import NepheliosError
+from pipeline.settings import Settings
+
+log = logging.getLogger("nephelios")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def load(settings: Settings) -> Config:
+    return load_config(settings.config_path)
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from webhooks.app import create_app
+
+    app = create_app(settings, load(settings))
+    log.info("receiver on %s:%d (%r)", args.host, settings.port, settings)
+    uvicorn.run(app, host=args.host, port=settings.port, log_level="warning", access_log=False)
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from rq import Queue, Worker
+
+    from webhooks.app import connect_redis
+
+    load(settings)  # refuse to start on a bad config rather than fail every job
+    connection = connect_redis(settings.redis_url)
+    connection.ping()
+    worker = Worker([Queue(settings.queue_name, connection=connection)], connection=connection)
+    worker.work(burst=args.burst, logging_level=args.log_level.upper())
+    return 0
+
+
+def cmd_edge(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline import platform
+
+    config = load(settings)
+    client = platform.connect()
+    platform.ensure_swarm(client, args.advertise_addr)
+    platform.ensure_network(client, config.platform.edge_network)
+    platform.ensure_edge(config.platform)
+    print(f"edge router up on port {config.platform.http_port}")
+    return 0
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from webhooks.up import up
+
+    return up(settings, load(settings), args)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="nephelios", description=__doc__.splitlines()[0])
+    root.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    commands = root.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run everything a single host needs")
+    up.add_argument("--workers", type=int, default=2, help="deploy workers to start")
+    up.add_argument("--advertise-addr", default="127.0.0.1", help="for `docker swarm init`")
+    up.add_argument("--example", action="store_true", help="deploy the bundled example app")
+    up.add_argument("--detach", action="store_true", help="exit once everything is up")
+    up.set_defaults(func=cmd_up)
+
+    serve = commands.add_parser("serve", help="run the webhook receiver and admin API")
+    serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - GitHub must reach it
+    serve.set_defaults(func=cmd_serve)
+
+    worker = commands.add_parser("worker", help="run one deploy worker")
+    worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    worker.set_defaults(func=cmd_worker)
+
+    edge = commands.add_parser("edge", help="ensure swarm, the edge network and Traefik")
+    edge.add_argument("--advertise-addr", default="127.0.0.1")
+    edge.set_defaults(func=cmd_edge)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        settings = Settings.from_env()
+        return int(args.func(settings, args))
+    except NepheliosError as exc:
+        print(f"nephelios: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
