@@ -41,13 +41,17 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    import redis
     from rq import Queue, Worker
 
-    from webhooks.app import connect_redis
-
     load(settings)  # refuse to start on a bad config rather than fail every job
-    connection = connect_redis(settings.redis_url)
-    connection.ping()
+    # No socket timeout here: RQ's blocking dequeue and its pub/sub thread wait on purpose,
+    # and with a short timeout the pub/sub thread never notices the stop at shutdown.
+    connection = redis.Redis.from_url(settings.redis_url)
+    try:
+        connection.ping()
+    except redis.RedisError as exc:
+        raise NepheliosError(f"Redis does not answer at REDIS_URL: {exc}") from exc
     worker = Worker([Queue(settings.queue_name, connection=connection)], connection=connection)
     worker.work(burst=args.burst, logging_level=args.log_level.upper())
     return 0

@@ -173,12 +173,26 @@ def wait_for_deployment(store: Store, deployment_id: str, app: App, config: Conf
             if deployment.status != SUCCEEDED:
                 raise NepheliosError(f"example {app.name}: {deployment.status}: {deployment.error}")
             port = config.platform.http_port
+            wait_for_route(port, app.domains[0])
             suffix = "" if port == 80 else f":{port}"
             for domain in app.domains:
                 print(f"example {app.name} is live: http://{domain}{suffix}/")
             return
         time.sleep(0.5)
     raise NepheliosError(f"example {app.name}: not live after {EXAMPLE_DEPLOY_TIMEOUT_S:.0f}s")
+
+
+def wait_for_route(port: int, domain: str) -> None:
+    """Wait until Traefik routes `domain`; it picks up new tasks within its refresh period."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": domain})
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(request, timeout=2):  # noqa: S310 - loopback
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    raise NepheliosError(f"Traefik does not route {domain} on port {port}")
 
 
 def supervise(children: list[subprocess.Popen[bytes]]) -> int:
