@@ -25,7 +25,7 @@ from tests.support import wait_until
 REDIS_URL = os.environ.get("NEPHELIOS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 EDGE_PORT = int(os.environ.get("NEPHELIOS_TEST_HTTP_PORT", "19080"))
 EDGE_NETWORK = "nephelios-test-edge"
-EDGE_STACK = "nephelios-test-edge"
+EDGE_STACK = f"nephelios-test-edge-{EDGE_PORT}"
 TEST_DOMAIN = "test.localhost"
 
 
