@@ -42,9 +42,11 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     import redis
-    from rq import Queue, Worker
+    from rq import Queue
 
-    load(settings)  # refuse to start on a bad config rather than fail every job
+    from pipeline.worker import DeployWorker
+
+    config = load(settings)  # refuse to start on a bad config rather than fail every job
     # No socket timeout here: RQ's blocking dequeue and its pub/sub thread wait on purpose,
     # and with a short timeout the pub/sub thread never notices the stop at shutdown.
     connection = redis.Redis.from_url(settings.redis_url)
@@ -52,7 +54,12 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         connection.ping()
     except redis.RedisError as exc:
         raise NepheliosError(f"Redis does not answer at REDIS_URL: {exc}") from exc
-    worker = Worker([Queue(settings.queue_name, connection=connection)], connection=connection)
+    worker = DeployWorker(
+        [Queue(settings.queue_name, connection=connection)],
+        connection=connection,
+        settings=settings,
+        config=config,
+    )
     worker.work(burst=args.burst, logging_level=args.log_level.upper())
     return 0
 
