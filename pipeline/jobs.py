@@ -16,6 +16,7 @@ happens, the lock is released and a job is enqueued for pushes that arrived mean
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import docker
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 
 GENERATED_DOCKERFILE = ".nephelios.Dockerfile"
 ROLLOUT_TIMEOUT_S = 300
+QUIET_S = 2.0
+MAX_SETTLE_S = 15.0
 
 
 def image_tag(app: App, platform: Platform, commit: str) -> str:
@@ -114,6 +117,7 @@ def deploy(deployment_id: str) -> str:
             else:
                 recorder = Recorder(store, reporter, app)
                 take_turn(settings, config, recorder, app, claimed, keeper)
+                settle(store, app_queue)
     finally:
         settle_leftovers(store, claimed)
         forget_running(connection, *claimed)
@@ -126,6 +130,25 @@ def deploy(deployment_id: str) -> str:
                 )
     final = store.get(deployment_id)
     return final.status if final is not None else "missing"
+
+
+def settle(store: Store, app_queue: AppQueue) -> None:
+    """Before handing the app over, let a burst of pushes finish arriving (bounded wait).
+
+    Without this, a burst longer than one build becomes a build per build time; with it,
+    the next turn starts once pushes have been quiet for QUIET_S (or after MAX_SETTLE_S),
+    so a burst costs at most two builds: its first push and its last.
+    """
+    deadline = time.monotonic() + MAX_SETTLE_S
+    while time.monotonic() < deadline:
+        waiting = app_queue.waiting()
+        newest = store.get(waiting[-1]) if waiting else None
+        if newest is None:
+            return
+        quiet_s = time.time() - newest.created_at
+        if quiet_s >= QUIET_S:
+            return
+        time.sleep(min(QUIET_S - quiet_s, deadline - time.monotonic()) + 0.05)
 
 
 def settle_leftovers(store: Store, claimed: list[str]) -> None:

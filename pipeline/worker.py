@@ -16,8 +16,9 @@ from typing import Any
 from rq import Worker
 
 from pipeline import queueing
-from pipeline.core.config import Config
+from pipeline.core.config import App, Config, load_config
 from pipeline.core.deployment import Deployment
+from pipeline.errors import ConfigError
 from pipeline.reporting import Reporter
 from pipeline.settings import Settings
 
@@ -62,11 +63,20 @@ class DeployWorker(Worker):
             # A failed sweep must not stop the worker; the next one tries again.
             log.exception("reaping abandoned deployments failed")
 
+    def _app(self, name: str) -> App | None:
+        # Jobs read nephelios.yml afresh; so does the reaper, falling back to the start-up
+        # copy when the file is being rewritten or broken.
+        try:
+            config = load_config(self.nephelios_settings.config_path)
+        except ConfigError:
+            config = self.nephelios_config
+        return config.apps.get(name)
+
     def _build_timeout_s(self, app: str) -> int:
-        found = self.nephelios_config.apps.get(app)
+        found = self._app(app)
         return found.build_timeout_s if found is not None else 60
 
     def _report(self, deployment: Deployment) -> None:
-        found = self.nephelios_config.apps.get(deployment.app)
+        found = self._app(deployment.app)
         if found is not None:
             self.reporter.report(deployment, found.repo)
