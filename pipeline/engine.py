@@ -168,6 +168,26 @@ def watch_rollout(
     raise RolloutError(f"rollout did not converge within {int(timeout_s)}s")
 
 
+def wait_old_tasks_stopped(
+    engine: docker.DockerClient, service_name: str, timeout_s: float
+) -> bool:
+    """Wait until the tasks a rollout replaced have stopped; False when time ran out.
+
+    Swarm reports an update completed while replaced containers are still in their stop
+    grace period; their images cannot be removed until they exit.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        tasks = engine.api.tasks(filters={"service": service_name})
+        if not any(
+            t.get("DesiredState") != "running" and t.get("Status", {}).get("State") == "running"
+            for t in tasks
+        ):
+            return True
+        time.sleep(POLL_S)
+    return False
+
+
 def prune_images(engine: docker.DockerClient, app: str, keep: int, live: set[str]) -> list[str]:
     """Remove the app's images beyond the newest `keep`, never one in `live`; return tags."""
     images = engine.images.list(filters={"label": f"{APP_LABEL}={app}"})

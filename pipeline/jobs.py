@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 GENERATED_DOCKERFILE = ".nephelios.Dockerfile"
 ROLLOUT_TIMEOUT_S = 300
 QUIET_S = 2.0
+# Swarm's default stop grace period is 10 s; give replaced tasks that and some margin.
+OLD_TASKS_STOP_S = 30
 MAX_SETTLE_S = 15.0
 
 
@@ -301,6 +303,8 @@ def run(ctx: Context, repo: git.Repo) -> None:
         raise RolloutError(progress.reason)
     ctx.move(states.SUCCEEDED)
 
+    if not engine.wait_old_tasks_stopped(ctx.engine, service_name, OLD_TASKS_STOP_S):
+        ctx.log("old tasks still stopping; their images are pruned on a later deploy")
     removed = engine.prune_images(ctx.engine, app.name, platform.keep_images, live={tag})
     if removed:
         ctx.log(f"pruned {', '.join(removed)}")

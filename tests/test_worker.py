@@ -165,7 +165,8 @@ def test_a_failed_build_keeps_the_old_version_and_its_images(
     broken = site.repo.commit(
         {**page("broken"), **dockerfile("RUN echo 'compiling went wrong' && exit 3")}, "broken"
     )
-    failed = wait_until(lambda: site.finished(site.push(broken)), 120, "the failed build")
+    broken_id = site.push(broken)
+    failed = wait_until(lambda: site.finished(broken_id), 120, "the failed build")
     assert failed.status == "failed"
     assert "non-zero code: 3" in failed.error
     assert "compiling went wrong" in failed.log_tail
@@ -237,12 +238,14 @@ def test_scale_env_and_prune_across_redeploys(
     site.configure(keep_images=2, env=awkward, replicas=3)
     three = deploy_and_wait(site, page("three"), "three")
     assert _replicas(docker_client, site.name) == 3
-    tags = {
-        tag
-        for image in docker_client.images.list(filters={"label": f"nephelios.app={site.name}"})
-        for tag in image.tags
-    }
-    assert tags == {f"{site.name}:{three.commit[:12]}", f"{site.name}:{two.commit[:12]}"}
+    # The prune runs after the success is recorded, once the replaced tasks have stopped.
+    expected = {f"{site.name}:{three.commit[:12]}", f"{site.name}:{two.commit[:12]}"}
+    wait_until(lambda: _app_tags(docker_client, site.name) == expected, 60, "the prune")
+
+
+def _app_tags(client: docker.DockerClient, app: str) -> set[str]:
+    images = client.images.list(filters={"label": f"nephelios.app={app}"})
+    return {tag for image in images for tag in image.tags}
 
 
 def _replicas(client: docker.DockerClient, app: str) -> int:
