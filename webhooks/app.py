@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from pipeline.core.config import Config
 from pipeline.settings import Settings
-from webhooks import github
+from webhooks import admin, github
 
 # Redis answers in well under a millisecond when it is up; waiting longer only delays the
 # 503 that tells GitHub to retry.
@@ -44,6 +44,7 @@ def create_app(
         routes=[
             Route("/webhooks/github", github.receive, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
+            *admin.routes,  # the admin API (webhooks/admin.py)
         ]
     )
     app.state.settings = settings

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from pipeline.apps import with_stored
 from pipeline.core.config import Config
 from pipeline.core.github import Decision, Delivery, Push, plan_push, verify_signature
 from pipeline.errors import PayloadTooLarge, WebhookError
@@ -62,7 +63,8 @@ async def receive(request: Request) -> JSONResponse:
     except WebhookError as exc:
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
-    config: Config = request.app.state.config
+    # Apps created through the admin API deploy on push like those in nephelios.yml.
+    config: Config = with_stored(settings, request.app.state.config)
     decisions = plan_push(push, config.apps.values())
     if not decisions:
         return _ignored(delivery, f"no app is configured for {push.repository}")
