@@ -18,11 +18,12 @@ import docker.errors
 import git
 
 from pipeline import engine
+from pipeline.core.admin import choose_rollback
 from pipeline.core.config import App, Platform
-from pipeline.core.deployment import SUCCEEDED, Deployment
+from pipeline.core.deployment import Deployment
 from pipeline.core.render import STACK_SERVICE
 from pipeline.errors import Conflict, Unprocessable
-from pipeline.store import Store
+from pipeline.store import KEEP_DEPLOYMENTS, Store
 
 log = logging.getLogger(__name__)
 
@@ -123,15 +124,17 @@ def live_state(client: docker.DockerClient, app: App, platform: Platform) -> dic
 
 
 def rollback_target(client: docker.DockerClient, store: Store, app: App) -> Deployment:
-    """The newest succeeded deployment before the live one whose image is still here."""
+    """The deployment a rollback goes back to (see `choose_rollback`); refused when none."""
     service = engine.inspect_service(client, service_name(app.name))
     if service is None:
         raise Conflict(f"app {app.name!r} is not deployed; nothing to roll back")
     live_image = service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0]
-    local = {tag for image in client.images.list(name=app.name) for tag in image.tags}
-    for deployment in store.recent(app.name, count=50):
-        if deployment.status != SUCCEEDED or not deployment.image:
-            continue
-        if deployment.image != live_image and deployment.image in local:
-            return deployment
-    raise Unprocessable(f"app {app.name!r} has no earlier good image to roll back to")
+    local = {
+        tag
+        for image in client.images.list(filters={"label": f"{engine.APP_LABEL}={app.name}"})
+        for tag in image.tags
+    }
+    target = choose_rollback(store.recent(app.name, count=KEEP_DEPLOYMENTS), live_image, local)
+    if target is None:
+        raise Unprocessable(f"app {app.name!r} has no earlier good image to roll back to")
+    return target

@@ -17,6 +17,7 @@ from rq import Queue, get_current_job
 from pipeline import engine
 from pipeline.apps import load_full_config
 from pipeline.core import deployment as states
+from pipeline.core.admin import ROLLBACK_TRIGGER
 from pipeline.core.config import App
 from pipeline.core.deployment import Deployment, new_deployment_id
 from pipeline.core.render import render_stack
@@ -39,7 +40,7 @@ def enqueue_rollback(
         app=app.name,
         commit=target.commit,
         ref=f"rollback to {target.id}",
-        trigger="api:rollback",
+        trigger=ROLLBACK_TRIGGER,
         image=target.image,
     )
     Store(connection).create(deployment)

@@ -9,8 +9,15 @@ from pathlib import Path
 import pytest
 
 from pipeline.apps import AppFile, merge
-from pipeline.core.admin import parse_create, parse_deploy, redacted, source_keys
+from pipeline.core.admin import (
+    choose_rollback,
+    parse_create,
+    parse_deploy,
+    redacted,
+    source_keys,
+)
 from pipeline.core.config import Platform, parse_config
+from pipeline.core.deployment import Deployment
 from pipeline.errors import AdminError, ConfigError, Conflict, UnknownApp
 
 
@@ -96,3 +103,20 @@ def test_the_hand_written_file_wins_a_name_clash() -> None:
     merged = merge(config, {"site": {"repo": "acme/other"}, "new": {"repo": "acme/new"}}, "f")
     assert merged.apps["site"].repo == "acme/site"
     assert merged.apps["new"].repo == "acme/new"
+
+
+def _record(image: str, status: str = "succeeded", trigger: str = "api:deploy") -> Deployment:
+    return Deployment(
+        id=image, app="a", commit="c", ref="r", trigger=trigger, status=status, image=image
+    )
+
+
+def test_rollback_goes_to_the_build_before_the_live_one_and_further_back_each_time() -> None:
+    v0, v1, v2 = _record("a:v0"), _record("a:v1"), _record("a:v2")
+    history = [_record("a:v3", status="failed"), v2, v1, v0]  # newest first
+    local = {"a:v0", "a:v1", "a:v2", "a:v3"}
+    assert choose_rollback(history, "a:v2", local) is v1
+    history = [_record("a:v1", trigger="api:rollback"), *history]
+    assert choose_rollback(history, "a:v1", local) is v0  # not back to v2
+    assert choose_rollback(history, "a:v0", local) is None
+    assert choose_rollback(history, "a:v2", {"a:v2", "a:v0"}) is v0  # v1's image was pruned

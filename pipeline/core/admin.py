@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core.config import APP_NAME_RE, REPO_RE, App, Platform, parse_app
+from pipeline.core.deployment import SUCCEEDED, Deployment
 from pipeline.core.github import SHA_RE
 from pipeline.errors import AdminError, ConfigError
 
@@ -186,3 +187,27 @@ def redacted(app: App) -> dict[str, Any]:
         "replicas": app.replicas,
         "env": sorted(app.env),
     }
+
+
+ROLLBACK_TRIGGER = "api:rollback"
+
+
+def choose_rollback(
+    newest_first: list[Deployment], live_image: str, local_tags: set[str]
+) -> Deployment | None:
+    """The succeeded deployment a rollback goes back to, or None.
+
+    The live image's own build is the anchor; the target is the newest succeeded build older
+    than it, with another image that is still on the engine. Rollback records never count as
+    builds, so a second rollback goes further back instead of undoing the first.
+    """
+    builds = [
+        d
+        for d in newest_first
+        if d.status == SUCCEEDED and d.image and d.trigger != ROLLBACK_TRIGGER
+    ]
+    anchor = next((i for i, d in enumerate(builds) if d.image == live_image), -1)
+    for deployment in builds[anchor + 1 :]:
+        if deployment.image != live_image and deployment.image in local_tags:
+            return deployment
+    return None
