@@ -57,7 +57,7 @@ def test_form_encoded_delivery_parses_like_json() -> None:
     ("payload", "reason"),
     [
         (push_payload("acme/site", "0" * 40, deleted=True), "deleted"),
-        (push_payload("acme/site", SHA, ref="refs/tags/v1.0"), "not a branch"),
+        (push_payload("acme/site", SHA, ref="refs/tags/v1.0"), "does not deploy tags"),
         (push_payload("acme/site", SHA, message="typo [skip ci]"), "skip"),
         (push_payload("acme/site", SHA, message="wip\n\n[Skip Deploy]"), "skip"),
         (push_payload("acme/site", SHA, message="[no deploy] docs"), "skip"),
