@@ -148,6 +148,12 @@ def form_encode(payload: dict[str, Any]) -> bytes:
     return urlencode({"payload": json.dumps(payload)}).encode()
 
 
+def push_tag(repo: GitRepo, tag: str, message: str) -> None:
+    """Make an annotated tag of the work tree's HEAD and push it to the bare repository."""
+    repo._git(repo.work, "tag", "-a", tag, "-m", message)
+    repo._git(repo.work, "push", "--quiet", str(repo.bare), f"refs/tags/{tag}")
+
+
 # --- end of intake builders ---------------------------------------------------------------
 
 

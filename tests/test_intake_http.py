@@ -29,13 +29,13 @@ from pipeline.settings import Settings
 from pipeline.store import Store
 from tests.conftest import REDIS_URL, SPARE_REDIS_PORT
 from tests.support import (
-    GIT_ENV,
     GitRepo,
     delivery_headers,
     encode,
     form_encode,
     ping_payload,
     push_payload,
+    push_tag,
     release_payload,
     sign,
     tag_push_payload,
@@ -302,15 +302,8 @@ def test_release_job_resolves_the_tag_and_queues_its_commit_once(
     repo = GitRepo(tmp_path / "tool")
     commit = repo.commit({"index.html": "v1"}, "first release")
     # An annotated tag: its own object id differs from the commit it names.
-    subprocess.run(
-        ["git", "tag", "-a", "0.0.1", "-m", "release 0.0.1"],
-        cwd=repo.work,
-        env={**GIT_ENV, "PATH": "/usr/bin:/bin"},
-        check=True,
-    )
-    subprocess.run(
-        ["git", "push", "--quiet", str(repo.bare), "refs/tags/0.0.1"], cwd=repo.work, check=True
-    )
+    push_tag(repo, "0.0.1", "release 0.0.1")
+    repo.commit({"index.html": "after the release"}, "later work on main")
     config_path = tmp_path / "nephelios.yml"
     config_path.write_text(
         f"apps:\n  tool: {{repo: acme/tool, releases: true, git_url: '{repo.bare}'}}\n"
