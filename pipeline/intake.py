@@ -99,10 +99,15 @@ def queue_commit(
         deployment = enqueue_deployment(
             connection, settings.queue_name, app, commit, ref, trigger=trigger
         )
-        store.note_claim(app.name, commit, deployment.id)
     except redis.RedisError:
         _release_quietly(store, app.name, commit)
         raise
+    try:
+        store.note_claim(app.name, commit, deployment.id)
+    except redis.RedisError:
+        # The work is queued and the claim holds; only a later duplicate's answer loses
+        # the pointer to this deployment, so this must not turn into a 503 and a retry.
+        log.warning("%s: queued %s but could not note it on the claim", trigger, deployment.id)
     log.info("%s: queued %s (%s) as %s", trigger, app.name, commit[:12], deployment.id)
     return {"app": app.name, "status": "queued", "deployment": deployment.id, "commit": commit}
 

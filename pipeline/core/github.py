@@ -1,8 +1,13 @@
-"""GitHub webhook deliveries: signature check, parsing, and which apps a push deploys.
+"""GitHub webhook deliveries: signature check, parsing, and which apps an event deploys.
 
 Pure functions over bytes, header mappings and config; no HTTP framework, no Redis. The
-receiver reads the raw body once, calls `verify_signature`, then `parse_delivery`, then
-`plan_push` for each app, and acts on the decisions.
+receiver reads the raw body once, calls `verify_signature`, then `Delivery.from_request`,
+then `plan_push`, `plan_release` or `plan_other`, which return one `Decision` per app of the
+repository (queue a commit or a release tag, or ignore with a reason), and acts on them.
+
+Rules: deletions and skip markers deploy nothing; a tag push deploys only apps with matching
+`tags`; a release deploys apps with `releases` on `published` only; an app with `paths`
+deploys when a listed file matches, or when the lists may be incomplete (safe side).
 
 Follows https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries
 and https://docs.github.com/en/webhooks/webhook-events-and-payloads#push
