@@ -198,20 +198,22 @@ def cmd_logs(api: Api, args: argparse.Namespace) -> int:
 
 
 def follow(api: Api, args: argparse.Namespace, deployment_id: str) -> int:
-    """Poll the deployment, printing status changes and log lines, until it is finished."""
-    offset, status, started = 0, "", time.monotonic()
+    """Poll the deployment, printing each status change and log line, until it is finished."""
+    offset, seen = 0, 0
     while True:
         record = api.call("GET", f"/deployments/{_quoted(deployment_id)}?offset={offset}")
         if not args.json:
+            # The history has every transition, even those that came and went between polls.
+            for change in record["history"][seen:]:
+                elapsed = change["at"] - record["created_at"]
+                print(f"[{elapsed:6.1f}s] {deployment_id}: {change['status']}")
             for line in record["log"]:
                 print(f"  | {line}")
-            if record["status"] != status:
-                print(f"[{time.monotonic() - started:6.1f}s] {deployment_id}: {record['status']}")
-        sys.stdout.flush()
-        offset, status = record["next_offset"], record["status"]
+            sys.stdout.flush()
+        offset, seen = record["next_offset"], len(record["history"])
         if record["finished"]:
             emit(args, record, status_line(record))
-            return 0 if status == SUCCEEDED else REFUSED
+            return 0 if record["status"] == SUCCEEDED else REFUSED
         time.sleep(FOLLOW_POLL_S)
 
 
