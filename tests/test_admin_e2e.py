@@ -91,7 +91,8 @@ def test_create_scale_redeploy_rollback_remove(
     scale(client, docker_client, app, 2)
 
     v2 = repo.commit({"index.html": "<h1>v2</h1>\n"}, "v2")
-    succeeded(client, client.post(f"/apps/{app}/deploy", json={}, headers=AUTH))
+    built = succeeded(client, client.post(f"/apps/{app}/deploy", json={}, headers=AUTH))
+    assert any("Step" in line for line in built["log"])  # a deploy's log shows its build
     wait_until(lambda: "<h1>v2</h1>" in fetch(edge, host), 60, f"{host} to serve v2")
     live = client.get(f"/apps/{app}", headers=AUTH).json()["live"]
     assert (live["commit"], live["replicas"]["desired"]) == (v2, 2)  # the scale survived
