@@ -88,7 +88,9 @@ def test_create_scale_redeploy_rollback_remove(
     scale(client, docker_client, app, 3)
     scale(client, docker_client, app, 0)
     wait_until(lambda: "<h1>v1</h1>" not in fetch(edge, host), 60, f"{host} to stop answering")
-    scale(client, docker_client, app, 2)
+    scale(client, docker_client, app, 1)
+    wait_until(lambda: "<h1>v1</h1>" in fetch(edge, host), 60, f"{host} to answer again")
+    scale(client, docker_client, app, 2)  # not the config's 1: the next deploy must keep it
 
     v2 = repo.commit({"index.html": "<h1>v2</h1>\n"}, "v2")
     built = succeeded(client, client.post(f"/apps/{app}/deploy", json={}, headers=AUTH))

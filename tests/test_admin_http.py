@@ -10,6 +10,7 @@ import json
 import os
 import stat
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from pipeline.apps import AppFile, load_full_config
 from pipeline.core.config import load_config
 from pipeline.settings import Settings
 from pipeline.store import Store
-from tests.support import GitRepo
+from tests.support import GitRepo, delivery_headers, encode, push_payload
 from webhooks.app import create_app
 
 pytestmark = pytest.mark.redis
@@ -207,3 +208,25 @@ def test_openapi_describes_every_admin_call(setup: dict[str, Any]) -> None:
         paths
     )
     assert "post" in paths["/apps/{name}/rollback"]
+
+
+def test_a_created_app_deploys_on_push(
+    tmp_path: Path, setup: dict[str, Any], redis_conn: redis.Redis
+) -> None:
+    github = GitRepo(tmp_path / "gh-work")  # played by git_base_url: <tmp>/gh/acme/site.git
+    commit = github.commit({"index.html": "hi\n"})
+    (tmp_path / "gh" / "acme").mkdir(parents=True)
+    github.bare.rename(tmp_path / "gh" / "acme" / "site.git")
+    client: TestClient = setup["client"]
+    response = client.post(
+        "/create", json={"app_name": "site", "github_url": "acme/site"}, headers=AUTH
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["commit"] == commit
+
+    settings = replace(setup["settings"], webhook_secret="s")
+    receiver = TestClient(create_app(settings, load_config(settings.config_path), redis_conn))
+    body = encode(push_payload("acme/site", "b" * 40))
+    pushed = receiver.post("/webhooks/github", content=body, headers=delivery_headers(body, "s"))
+    assert pushed.status_code == 202, pushed.text
+    assert [(a["app"], a["status"]) for a in pushed.json()["apps"]] == [("site", "queued")]
