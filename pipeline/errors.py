@@ -69,8 +69,12 @@ class AdminDisabled(AdminError):
     status = 403
 
 
-class UnknownApp(AdminError):
+class NotFound(AdminError):
     status = 404
+
+
+class UnknownApp(NotFound):
+    pass
 
 
 class Conflict(AdminError):

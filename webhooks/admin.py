@@ -37,6 +37,7 @@ from pipeline.errors import (
     AdminDisabled,
     AdminError,
     Conflict,
+    NotFound,
     PayloadTooLarge,
     Unauthorized,
     UnknownApp,
@@ -236,7 +237,7 @@ async def show_deployment(request: Request) -> JSONResponse:
     store = Store(request.app.state.redis)
     deployment = await run_in_threadpool(store.get, deployment_id)
     if deployment is None:
-        raise UnknownApp(f"no deployment {deployment_id[:40]!r}")
+        raise NotFound(f"no deployment {deployment_id[:40]!r}")
     offset = int(offset_text)
     lines = await run_in_threadpool(store.read_log, deployment.id, offset)
     body = {
