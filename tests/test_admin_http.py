@@ -143,7 +143,8 @@ def test_create_stores_durably_and_queues_the_branch_head(
     declared = {"app_name": "declared", "github_url": "acme/x"}
     refused(client.post("/create", json=declared, headers=AUTH), 409, "exists already")
 
-    redis_conn.flushdb()  # Redis lost everything: the app is still there
+    redis_conn.flushdb()  # Redis lost everything, and Nephelios restarts: the app is still there
+    client = TestClient(create_app(settings, load_config(settings.config_path), redis_conn))
     shown = client.get("/apps", headers=AUTH)
     assert shown.status_code == 200
     assert "s3cret" not in shown.text
