@@ -27,8 +27,9 @@ from rq.timeouts import JobTimeoutException
 
 from pipeline import engine, queueing
 from pipeline import git as gitops
+from pipeline.apps import load_full_config
 from pipeline.core import deployment as states
-from pipeline.core.config import App, Config, Platform, load_config
+from pipeline.core.config import App, Config, Platform
 from pipeline.core.deployment import Deployment, new_deployment_id
 from pipeline.core.ordering import Candidate, choose
 from pipeline.core.render import STACK_SERVICE, render_dockerfile, render_stack
@@ -71,21 +72,23 @@ class Recorder:
 
 @dataclass
 class Context:
-    """What one deploy works with."""
+    """What one deploy (or rollback) works with."""
 
     settings: Settings
     config: Config
-    recorder: Recorder
+    store: Store
     deployment: Deployment
     app: App
     engine: docker.DockerClient
-    keeper: LockKeeper
+    reporter: Reporter | None = None
+    keeper: LockKeeper | None = None
 
     def log(self, line: str) -> None:
-        self.recorder.store.append_log(self.deployment.id, line)
+        self.store.append_log(self.deployment.id, line)
 
     def move(self, status: str, error: str = "") -> None:
-        self.recorder.move(self.deployment, status, error)
+        reporter = self.reporter or Reporter.from_settings(self.settings)
+        Recorder(self.store, reporter, self.app).move(self.deployment, status, error)
 
 
 def deploy(deployment_id: str) -> str:
@@ -100,7 +103,7 @@ def deploy(deployment_id: str) -> str:
     if deployment is None:
         log.error("deployment %s: no record; nothing to do", deployment_id)
         return "missing"
-    config = load_config(settings.config_path)
+    config = load_full_config(settings)  # nephelios.yml plus apps made by the admin API
     app = config.apps.get(deployment.app)
     app_queue = AppQueue(connection, deployment.app)
     reporter = Reporter.from_settings(settings)
@@ -222,7 +225,7 @@ def take_turn(
         recorder.move(by_id[deployment_id], states.STALE, reason)
     if verdict.winner is not None:
         winner = by_id[verdict.winner]
-        ctx = Context(settings, config, recorder, winner, app, client, keeper)
+        ctx = Context(settings, config, store, winner, app, client, recorder.reporter, keeper)
         run_guarded(ctx, repo)
 
 
@@ -273,7 +276,7 @@ def run(ctx: Context, repo: git.Repo) -> None:
 
     tag = build(ctx, repo)
     deployment.image = tag
-    if ctx.keeper.lost:
+    if ctx.keeper is not None and ctx.keeper.lost:
         raise DeployError("lost the app's lock during the build; not deploying")
     ctx.move(states.DEPLOYING)
 

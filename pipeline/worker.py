@@ -16,7 +16,8 @@ from typing import Any
 from rq import Worker
 
 from pipeline import queueing
-from pipeline.core.config import App, Config, load_config
+from pipeline.apps import load_full_config
+from pipeline.core.config import App, Config
 from pipeline.core.deployment import Deployment
 from pipeline.errors import ConfigError
 from pipeline.reporting import Reporter
@@ -67,7 +68,7 @@ class DeployWorker(Worker):
         # Jobs read nephelios.yml afresh; so does the reaper, falling back to the start-up
         # copy when the file is being rewritten or broken.
         try:
-            config = load_config(self.nephelios_settings.config_path)
+            config = load_full_config(self.nephelios_settings)
         except ConfigError:
             config = self.nephelios_config
         return config.apps.get(name)
