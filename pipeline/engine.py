@@ -17,6 +17,7 @@ from typing import IO, Any
 
 import docker
 import docker.errors
+import urllib3.exceptions
 
 from pipeline.core.rollout import Progress, assess
 from pipeline.errors import BuildError, DeployError, RolloutError
@@ -60,8 +61,11 @@ def build_image(
         decode=True,
         timeout=timeout_s,
     )
+    deadline = time.monotonic() + timeout_s
     try:
         for chunk in chunks:
+            if time.monotonic() > deadline:
+                raise BuildError(f"build took longer than {timeout_s}s", _tail(lines))
             if "error" in chunk:
                 message = str(chunk["error"]).strip()
                 on_line(message)
@@ -78,7 +82,9 @@ def build_image(
                 image_id = aux["ID"]
     except docker.errors.APIError as exc:
         raise BuildError(f"build failed: {exc.explanation or exc}", _tail(lines)) from exc
-    except OSError as exc:  # read timeouts and dropped connections from requests/urllib3
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise BuildError(f"build took longer than {timeout_s}s", _tail(lines)) from exc
+    except (OSError, urllib3.exceptions.HTTPError) as exc:  # dropped connections
         raise BuildError(f"build interrupted: {exc}", _tail(lines)) from exc
     if not image_id:
         image_id = engine.images.get(tag).id
