@@ -7,6 +7,7 @@ and (for commit statuses) a fake GitHub API on 127.0.0.1.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +19,20 @@ import redis
 from pipeline.core.deployment import Deployment
 from pipeline.store import AppQueue
 from tests.support import wait_until
-from tests.worker_support import FakeGitHub, Site, Workers, dockerfile, fake_github, page
+from tests.worker_support import (
+    FakeGitHub,
+    Site,
+    Workers,
+    dockerfile,
+    fake_github,
+    page,
+    registry_server,
+    registry_tags,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 TOKEN = "ghs_test0123456789abcdefTOKENtoken"
+REGISTRY_PORT = int(os.environ.get("NEPHELIOS_TEST_REGISTRY_PORT", "22010"))
 
 
 @pytest.fixture
@@ -241,6 +252,23 @@ def test_scale_env_and_prune_across_redeploys(
     # The prune runs after the success is recorded, once the replaced tasks have stopped.
     expected = {f"{site.name}:{three.commit[:12]}", f"{site.name}:{two.commit[:12]}"}
     wait_until(lambda: _app_tags(docker_client, site.name) == expected, 60, "the prune")
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[str]:
+    yield from registry_server(tmp_path / "registry", REGISTRY_PORT)
+
+
+def test_with_a_registry_images_are_pushed_and_deployed_from_it(
+    registry: str, site: Site, workers: Workers, docker_client: docker.DockerClient
+) -> None:
+    site.configure(registry=registry)
+    workers.start()
+    one = deploy_and_wait(site, page("one"), "one")
+    assert registry_tags(registry, site.name) == [one.commit[:12]]
+    service = docker_client.api.inspect_service(f"{site.name}_web")
+    image = service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+    assert image.startswith(f"{registry}/{site.name}:{one.commit[:12]}@sha256:")
 
 
 def _app_tags(client: docker.DockerClient, app: str) -> set[str]:

@@ -28,7 +28,7 @@ from pipeline.core.deployment import Deployment
 from pipeline.settings import Settings
 from pipeline.store import Store
 from tests.conftest import EDGE_NETWORK, TEST_DOMAIN
-from tests.support import GitRepo, delivery_headers, encode, push_payload
+from tests.support import GitRepo, delivery_headers, encode, push_payload, wait_until
 from webhooks.app import create_app
 
 SECRET = "worker-test-secret"
@@ -148,14 +148,16 @@ class Site:
         self.host = f"{name}.{TEST_DOMAIN}"
         self.configure()
 
-    def configure(self, keep_images: int = 3, **app: Any) -> None:
+    def configure(self, keep_images: int = 3, registry: str | None = None, **app: Any) -> None:
         entry = {"repo": "acme/site", "port": 8080, "git_url": str(self.repo.bare), **app}
-        platform = {
+        platform: dict[str, Any] = {
             "domain": TEST_DOMAIN,
             "edge_network": EDGE_NETWORK,
             "http_port": self.edge_port,
             "keep_images": keep_images,
         }
+        if registry:
+            platform["registry"] = registry
         self.config_path.write_text(
             yaml.safe_dump({"platform": platform, "apps": {self.name: entry}})
         )
@@ -200,3 +202,41 @@ def dockerfile(*lines: str, cmd: str = HTTPD) -> dict[str, str]:
         ["FROM nephelios/busybox:local", "COPY index.html /www/index.html", *lines, f"CMD {cmd}"]
     )
     return {"Dockerfile": text + "\n"}
+
+
+def registry_server(root: Path, port: int) -> Iterator[str]:
+    """Debian's docker-registry on 127.0.0.1:`port` (Docker trusts 127.0.0.0/8 over HTTP)."""
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "registry.yml"
+    address = f"127.0.0.1:{port}"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "version": 0.1,
+                "log": {"level": "warn"},
+                "storage": {"filesystem": {"rootdirectory": str(root / "data")}},
+                "http": {"addr": address},
+            }
+        )
+    )
+    process = subprocess.Popen(["docker-registry", "serve", str(config)])
+    try:
+        wait_until(lambda: _answers(f"http://{address}/v2/"), 30, "the registry to answer")
+        yield address
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def registry_tags(address: str, repository: str) -> list[str]:
+    url = f"http://{address}/v2/{repository}/tags/list"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return list(json.loads(response.read())["tags"])
