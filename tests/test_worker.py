@@ -139,7 +139,7 @@ def test_an_old_delivery_arriving_late_is_stale(site: Site, workers: Workers) ->
 
 
 def test_a_worker_killed_mid_build_is_abandoned_and_the_app_freed(
-    site: Site, workers: Workers, redis_conn: redis.Redis
+    site: Site, workers: Workers, redis_conn: redis.Redis, github_api: FakeGitHub
 ) -> None:
     first, spare = workers.start(), workers.start()
     deploy_and_wait(site, page("one"), "one")
@@ -156,6 +156,7 @@ def test_a_worker_killed_mid_build_is_abandoned_and_the_app_freed(
     took_s = time.monotonic() - killed_at
     assert abandoned.status == "failed" and abandoned.error.startswith("abandoned"), took_s
     assert AppQueue(redis_conn, site.name).holder() is None
+    wait_until(lambda: "failure" in github_api.statuses(slow), 10, "the failure status")
     assert "<h1>one</h1>" in site.served()
     print(f"abandoned after {took_s:.1f}s")
 
@@ -165,7 +166,7 @@ def test_a_worker_killed_mid_build_is_abandoned_and_the_app_freed(
 
 
 def test_a_failed_build_keeps_the_old_version_and_its_images(
-    site: Site, workers: Workers, docker_client: docker.DockerClient
+    site: Site, workers: Workers, docker_client: docker.DockerClient, github_api: FakeGitHub
 ) -> None:
     workers.start()
     one = deploy_and_wait(site, page("one"), "one")
@@ -182,6 +183,8 @@ def test_a_failed_build_keeps_the_old_version_and_its_images(
     assert "non-zero code: 3" in failed.error
     assert "compiling went wrong" in failed.log_tail
     assert [h["status"] for h in failed.history] == ["queued", "building", "failed"]
+    wait_until(lambda: "failure" in github_api.statuses(broken), 10, "the failure status")
+    assert github_api.statuses(broken)[0] == "pending"
     spec = service_spec(docker_client, site.name)
     assert spec["Labels"]["nephelios.commit"] == one.commit  # type: ignore[index]
     images_after = {
