@@ -110,31 +110,49 @@ def deploy(deployment_id: str) -> str:
     if app is not None:
         report_pending(store, reporter, app, deployment)
 
+    if not hold_app(settings, config, store, reporter, app_queue, app):
+        log.info("%s %s: the app is busy or its work was taken", deployment.app, deployment_id)
+        return "waiting"
+    final = store.get(deployment_id)
+    return final.status if final is not None else "missing"
+
+
+def hold_app(
+    settings: Settings,
+    config: Config,
+    store: Store,
+    reporter: Reporter,
+    app_queue: AppQueue,
+    app: App | None,
+) -> bool:
+    """Take the app with everything waiting and work through it; False when it was busy."""
     token = new_deployment_id()
     claimed = app_queue.claim(token, LOCK_TTL_S)
     if not claimed:
-        log.info("%s %s: the app is busy or its work was taken", deployment.app, deployment_id)
-        return "waiting"
+        return False
     try:
         with LockKeeper(app_queue, token) as keeper:
             if app is None:
-                drop_unconfigured(store, deployment.app, claimed)
+                drop_unconfigured(store, app_queue.app, claimed)
             else:
-                recorder = Recorder(store, reporter, app)
-                take_turn(settings, config, recorder, app, claimed, keeper)
+                take_turn(settings, config, Recorder(store, reporter, app), app, claimed, keeper)
                 settle(store, app_queue)
     finally:
         settle_leftovers(store, claimed)
-        forget_running(connection, *claimed)
+        forget_running(store.redis, *claimed)
         if app_queue.release(token):
-            waiting = app_queue.waiting()
-            timeout_s = app.build_timeout_s if app is not None else 60
-            if waiting:
-                queueing.enqueue_job(
-                    connection, settings.queue_name, waiting[-1], timeout_s, deployment.app
-                )
-    final = store.get(deployment_id)
-    return final.status if final is not None else "missing"
+            hand_over(settings, store.redis, app_queue, app)
+    return True
+
+
+def hand_over(
+    settings: Settings, connection: redis.Redis, app_queue: AppQueue, app: App | None
+) -> None:
+    """Enqueue a job for the pushes that arrived while this worker held the app."""
+    waiting = app_queue.waiting()
+    if waiting:
+        timeout_s = app.build_timeout_s if app is not None else 60
+        queueing.enqueue_job(connection, settings.queue_name, waiting[-1], timeout_s, app_queue.app)
 
 
 def settle(store: Store, app_queue: AppQueue) -> None:
