@@ -75,6 +75,19 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     return up(settings, load(settings), args)
 
 
+# --- app model (issue 8): secrets and volumes ---
+def cmd_secret(settings: Settings, args: argparse.Namespace) -> int:
+    from webhooks.appcli import cmd_secret
+
+    return cmd_secret(settings, load(settings), args)
+
+
+def cmd_volume(settings: Settings, args: argparse.Namespace) -> int:
+    from webhooks.appcli import cmd_volume
+
+    return cmd_volume(settings, load(settings), args)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="nephelios", description=__doc__.splitlines()[0])
     root.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -98,6 +111,13 @@ def parser() -> argparse.ArgumentParser:
     edge = commands.add_parser("edge", help="ensure swarm, the edge network and Traefik")
     edge.add_argument("--advertise-addr", default="127.0.0.1")
     edge.set_defaults(func=cmd_edge)
+
+    # --- app model (issue 8) ---
+    from webhooks.appcli import add_parsers
+
+    add_parsers(commands)
+    commands.choices["secret"].set_defaults(func=cmd_secret)
+    commands.choices["volume"].set_defaults(func=cmd_volume)
     return root
 
 
