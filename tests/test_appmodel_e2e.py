@@ -128,7 +128,9 @@ def test_a_version_that_never_gets_healthy_is_rolled_back(
     bad = repo.commit({"index.html": "v2\n"}, "drop the health path")
     failed = deploy(redis_conn, worker_env, app, bad)
     assert failed.status == "failed"
-    assert "rolled back" in failed.error
+    # Swarm rolled the spec back; the worker may see that as the rollback state or as the
+    # spec no longer naming this image, depending on when it looks.
+    assert "rolled back" in failed.error or "no longer runs this image" in failed.error
     wait_until(lambda: body(edge, host) == "v1\n", 30, "v1 still served")
     image = service_spec(docker_client, f"{app}_web")["TaskTemplate"]["ContainerSpec"]["Image"]
     assert image.split("@")[0] == f"{app}:{good[:12]}"
