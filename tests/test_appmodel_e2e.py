@@ -272,9 +272,11 @@ def test_tls_redirects_http_and_serves_https(
     )
     assert deploy(redis_conn, worker_env, app, commit).status == "succeeded"
 
-    status, _, headers = wait_until(
-        lambda: (r := request(tls_edge, host))[0] in (301, 308) and r, 30, "the redirect"
-    )
+    def redirect() -> dict[str, str] | None:
+        status, _, headers = request(tls_edge, host)
+        return headers if status == 308 else None  # permanent, keeps the method
+
+    headers = wait_until(redirect, 30, "the HTTP->HTTPS redirect")
     assert headers["Location"] == f"https://{host}:{tls_edge + 1}/"
     # No certificate can be fetched here (no ACME server is reachable, and the resolver
     # points at a closed loopback port), so Traefik answers with its default certificate.
