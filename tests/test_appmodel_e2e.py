@@ -274,7 +274,7 @@ def test_tls_redirects_http_and_serves_https(
 
     def redirect() -> dict[str, str] | None:
         status, _, headers = request(tls_edge, host)
-        return headers if status == 308 else None  # permanent, keeps the method
+        return headers if status in (301, 308) else None  # permanent
 
     headers = wait_until(redirect, 30, "the HTTP->HTTPS redirect")
     assert headers["Location"] == f"https://{host}:{tls_edge + 1}/"
@@ -283,6 +283,17 @@ def test_tls_redirects_http_and_serves_https(
     wait_until(
         lambda: request(tls_edge + 1, host, tls=True)[1] == "secure\n", 30, "the HTTPS answer"
     )
+    wait_until(lambda: "127.0.0.1:25099" in traefik_log(), 30, "Traefik's failed ACME attempt")
+
+
+def traefik_log() -> str:
+    result = subprocess.run(
+        ["docker", "service", "logs", "--raw", f"nephelios-test-tls-{TLS_EDGE_PORT}_traefik"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout + result.stderr
 
 
 # The ACME directory is a closed port on the Traefik container's loopback: this test must
