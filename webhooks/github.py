@@ -1,14 +1,19 @@
 """`POST /webhooks/github`: verify, parse, match, record, enqueue, answer.
 
-Nothing slow happens here: no git, no Docker, no outgoing HTTP; only Redis writes. The
-response says, for every app the delivery concerns, whether it was queued (with the
-deployment id) or ignored and why.
+Nothing slow happens here: no git, no Docker, no outgoing HTTP; only Redis writes, and
+none at all when nothing is to be queued. The response says, for every app the delivery
+concerns, whether it was queued (with the deployment id) or ignored and why:
+
+- 200 for a ping (repository or organisation hook);
+- 202 for everything accepted, queued or ignored, with `apps: [{app, status, reason}]`,
+  and 200 for a redelivery of an accepted delivery id (`duplicate: true`);
+- 400 malformed, 401 bad signature (never echoing a digest), 413 over GitHub's 25 MB cap;
+- 503 when Redis cannot record the work, so GitHub's delivery log shows the failure.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import redis
 from starlette.concurrency import run_in_threadpool
@@ -16,11 +21,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from pipeline.core.config import Config
-from pipeline.core.github import Decision, Delivery, Push, plan_push, verify_signature
+from pipeline.core.github import (
+    Decision,
+    Delivery,
+    Push,
+    Release,
+    plan_other,
+    plan_push,
+    plan_release,
+    verify_signature,
+)
 from pipeline.errors import PayloadTooLarge, WebhookError
-from pipeline.queueing import enqueue_deployment
+from pipeline.intake import record
 from pipeline.settings import Settings
-from pipeline.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -49,90 +62,57 @@ async def receive(request: Request) -> JSONResponse:
         body = await read_body(request)
         verify_signature(body, request.headers.get("x-hub-signature-256"), settings.webhook_secret)
         delivery = Delivery.from_request(request.headers, body)
+        if delivery.event == "ping":
+            return _pong(delivery)
+        decisions = plan(delivery, request.app.state.config)
     except WebhookError as exc:
         log.info("webhook refused (%d): %s", exc.status, exc)
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
-    if delivery.event == "ping":
-        return JSONResponse({"delivery": delivery.delivery_id, "event": "ping", "pong": True})
-    if delivery.event != "push":
-        return _ignored(delivery, f"event {delivery.event!r} does not deploy anything")
-    try:
-        push = Push.from_delivery(delivery)
-    except WebhookError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=exc.status)
-
-    config: Config = request.app.state.config
-    decisions = plan_push(push, config.apps.values())
-    if not decisions:
-        return _ignored(delivery, f"no app is configured for {push.repository}")
+    if not any(d.queue for d in decisions):
+        return _ignored(delivery, decisions)
     try:
         outcome = await run_in_threadpool(
-            record, request.app.state.redis, settings, config, delivery, decisions
+            record, request.app.state.redis, settings, request.app.state.config, delivery, decisions
         )
     except redis.RedisError as exc:
         log.error("delivery %s: cannot record work: %s", delivery.delivery_id, exc)
         return JSONResponse({"error": "queue unavailable; retry later"}, status_code=503)
-    status = 202 if any(d.queue for d in decisions) and not outcome.get("duplicate") else 200
-    return JSONResponse(outcome, status_code=status)
+    # A redelivery changes nothing: 200, where newly accepted work is 202.
+    return JSONResponse(outcome, status_code=200 if outcome.get("duplicate") else 202)
 
 
-def _ignored(delivery: Delivery, reason: str) -> JSONResponse:
-    body = {"delivery": delivery.delivery_id, "event": delivery.event, "ignored": reason}
+def plan(delivery: Delivery, config: Config) -> list[Decision]:
+    """Every app the delivery's repository builds, each with what this event means for it."""
+    apps = config.apps.values()
+    if delivery.event == "push":
+        return plan_push(Push.from_delivery(delivery), apps)
+    if delivery.event == "release":
+        return plan_release(Release.from_delivery(delivery), apps)
+    return plan_other(delivery, apps)
+
+
+def _pong(delivery: Delivery) -> JSONResponse:
+    # Organisation hooks ping without a repository; the hook's target is named instead.
+    hook = delivery.payload.get("hook")
+    target = hook.get("type") if isinstance(hook, dict) else None
+    body = {"delivery": delivery.delivery_id, "event": "ping", "pong": True}
+    body["hook_type"] = target if isinstance(target, str) else "unknown"
+    return JSONResponse(body, status_code=200)
+
+
+def _ignored(delivery: Delivery, decisions: list[Decision]) -> JSONResponse:
+    """Nothing to queue: 202 with the reason, overall and per app, and no Redis write."""
+    if decisions:
+        reason = "no app is deployed by this delivery"
+    elif delivery.event in ("push", "release"):
+        reason = f"no app is configured for {delivery.repository}"
+    else:
+        reason = f"event {delivery.event!r} does not deploy anything"
+    body = {
+        "delivery": delivery.delivery_id,
+        "event": delivery.event,
+        "ignored": reason,
+        "apps": [{"app": d.app, "status": "ignored", "reason": d.reason} for d in decisions],
+    }
     return JSONResponse(body, status_code=202)
-
-
-def record(
-    connection: redis.Redis,
-    settings: Settings,
-    config: Config,
-    delivery: Delivery,
-    decisions: list[Decision],
-) -> dict[str, Any]:
-    """Remember the delivery id and enqueue one deployment per queued decision."""
-    body: dict[str, Any] = {"delivery": delivery.delivery_id, "event": delivery.event}
-    store = Store(connection)
-    wanted = [d for d in decisions if d.queue]
-    if wanted and not store.accept_delivery(delivery.delivery_id):
-        body["duplicate"] = True
-        body["apps"] = [{"app": d.app, "status": "duplicate"} for d in wanted]
-        return body
-    apps = []
-    try:
-        for decision in decisions:
-            if not decision.queue:
-                apps.append({"app": decision.app, "status": "ignored", "reason": decision.reason})
-                continue
-            assert decision.commit and decision.ref
-            deployment = enqueue_deployment(
-                connection,
-                settings.queue_name,
-                config.apps[decision.app],
-                decision.commit,
-                decision.ref,
-                trigger=f"delivery:{delivery.delivery_id}",
-            )
-            apps.append(
-                {
-                    "app": decision.app,
-                    "status": "queued",
-                    "deployment": deployment.id,
-                    "commit": decision.commit,
-                }
-            )
-            log.info(
-                "delivery %s: queued %s %s as %s",
-                delivery.delivery_id,
-                decision.app,
-                decision.commit[:12],
-                deployment.id,
-            )
-    except redis.RedisError:
-        # Let GitHub's redelivery try again rather than answer a duplicate next time.
-        try:
-            store.forget_delivery(delivery.delivery_id)
-        except redis.RedisError:
-            log.warning("delivery %s: could not forget the id", delivery.delivery_id)
-        raise
-    body["apps"] = apps
-    return body
