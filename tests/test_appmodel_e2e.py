@@ -337,3 +337,37 @@ def tls_edge(docker_client: docker.DockerClient) -> Iterator[int]:
     )
     yield TLS_EDGE_PORT
     remove_app(docker_client, stack)
+
+
+def test_generated_dockerfile_overrides_and_default_health_check(
+    tmp_path: Path,
+    edge: int,
+    redis_conn: redis.Redis,
+    worker: subprocess.Popen[bytes],
+    worker_env: dict[str, str],
+    new_app: Callable[[], str],
+    docker_client: docker.DockerClient,
+) -> None:
+    app = new_app()
+    host = f"{app}.{TEST_DOMAIN}"
+    repo = GitRepo(tmp_path / "github")
+    commit = repo.commit({"index.html": "generated\n"})
+    config = {
+        "repo": "acme/site",
+        "port": 8080,
+        "git_url": str(repo.bare),
+        "app_workdir": "/site",
+        "install_command": "echo installed > /site/installed.txt",
+        "build_command": "echo built > /site/built.txt",
+        "run_command": "exec httpd -f -p 8080 -h /site",
+    }
+    write_config(Path(worker_env["NEPHELIOS_CONFIG"]), edge, {app: config})
+    assert deploy(redis_conn, worker_env, app, commit).status == "succeeded"
+
+    wait_until(lambda: body(edge, host, "/built.txt") == "built\n", 30, "the built file")
+    assert body(edge, host, "/installed.txt") == "installed\n"
+    assert body(edge, host) == "generated\n"
+    # The generated Dockerfile's own HEALTHCHECK runs: Swarm reports the task healthy.
+    container = running_container(docker_client, f"{app}_web", f"{app}:{commit[:12]}")
+    state = docker_client.api.inspect_container(container)["State"]
+    assert state["Health"]["Status"] == "healthy"
