@@ -1,14 +1,16 @@
 """`nephelios secret set|ls` and `nephelios volume rm`: the app model's CLI.
 
 `secret set APP NAME` reads the value from stdin (one trailing newline dropped, so `echo`
-works), stores it as a new Docker secret version and, when the app is deployed, queues a
-redeploy of the running commit so the services pick it up. The value is never printed,
-logged, put in a job argument or in Redis; only its Docker name is shown.
+works; from a terminal it prompts without echo), stores it as a new Docker secret version
+and, when the app is deployed, queues a redeploy of the running commit so the services pick
+it up. The value is never printed, logged, put in a job argument or in Redis; only its
+Docker name is shown.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 
 import docker
@@ -49,7 +51,12 @@ def cmd_secret(settings: Settings, config: Config, args: argparse.Namespace) -> 
         return 0
     if args.name not in app.secrets:
         raise NepheliosError(f"{config.source}: apps.{app.name}.secrets has no {args.name!r}")
-    value = _read_value(sys.stdin.buffer.read(MAX_SECRET_BYTES + 1))
+    if sys.stdin.isatty():
+        # Typed by hand: do not echo it to the terminal.
+        typed = getpass.getpass(f"{app.name} {args.name}: ").encode()
+        value = _read_value(typed)
+    else:
+        value = _read_value(sys.stdin.buffer.read(MAX_SECRET_BYTES + 1))
     key = stored_secret(settings.state_dir / "secret-key").encode()
     docker_name, created = appdata.set_secret(client, app.name, args.name, value, key)
     print(f"{app.name} {args.name}: {'stored as' if created else 'unchanged,'} {docker_name}")

@@ -134,9 +134,11 @@ def parse_app_model(source: str, key: str, raw: Mapping[str, Any]) -> dict[str, 
         "secrets": _secrets(source, f"{key}.secrets", raw.get("secrets") or {}),
         "processes": _processes(source, f"{key}.processes", raw.get("processes") or {}),
         "build": _build(source, f"{key}.build", raw.get("build") or {}),
-        "install_command": _optional_text(source, f"{key}.install_command", raw),
-        "build_command": _optional_text(source, f"{key}.build_command", raw),
-        "run_command": _optional_text(source, f"{key}.run_command", raw),
+        "install_command": _shell_line(
+            source, f"{key}.install_command", raw.get("install_command")
+        ),
+        "build_command": _shell_line(source, f"{key}.build_command", raw.get("build_command")),
+        "run_command": _shell_line(source, f"{key}.run_command", raw.get("run_command")),
         "app_workdir": _workdir(source, f"{key}.app_workdir", raw.get("app_workdir")),
     }
 
@@ -322,8 +324,9 @@ def _command(source: str, key: str, value: object) -> tuple[str, ...]:
     raise ConfigError(source, key, value, "expected a command string or a list of arguments")
 
 
-def _optional_text(source: str, key: str, raw: Mapping[str, Any]) -> str | None:
-    value = raw.get(key.rsplit(".", 1)[1])
+def _shell_line(source: str, key: str, value: object) -> str | None:
+    # These go into a generated Dockerfile's RUN or CMD line, where a newline would start a
+    # new instruction.
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip() or "\n" in value.strip():
