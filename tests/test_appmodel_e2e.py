@@ -371,3 +371,30 @@ def test_generated_dockerfile_overrides_and_default_health_check(
     container = running_container(docker_client, f"{app}_web", f"{app}:{commit[:12]}")
     state = docker_client.api.inspect_container(container)["State"]
     assert state["Health"]["Status"] == "healthy"
+
+
+def test_a_first_version_that_never_gets_healthy_fails_and_is_not_served(
+    tmp_path: Path,
+    edge: int,
+    redis_conn: redis.Redis,
+    worker: subprocess.Popen[bytes],
+    worker_env: dict[str, str],
+    new_app: Callable[[], str],
+) -> None:
+    app = new_app()
+    repo = GitRepo(tmp_path / "github")
+    health = {
+        "path": "/healthz",
+        "interval_s": 1,
+        "timeout_s": 2,
+        "retries": 1,
+        "start_period_s": 0,
+    }
+    config = {"repo": "acme/site", "port": 8080, "git_url": str(repo.bare), "health": health}
+    write_config(Path(worker_env["NEPHELIOS_CONFIG"]), edge, {app: config})
+    commit = repo.commit({"index.html": "never healthy\n"})
+
+    deployment = deploy(redis_conn, worker_env, app, commit)
+    assert deployment.status == "failed"
+    assert "new tasks fail" in deployment.error
+    assert request(edge, f"{app}.{TEST_DOMAIN}")[0] != 200
