@@ -20,7 +20,8 @@ import git
 import redis
 from rq import Queue, get_current_job
 
-from pipeline.core.config import App, Config, load_config
+from pipeline.apps import load_full_config
+from pipeline.core.config import App, Config
 from pipeline.core.github import SHA_RE, Decision, Delivery
 from pipeline.errors import FetchError
 from pipeline.queueing import enqueue_deployment
@@ -155,7 +156,7 @@ def resolve_release(app_name: str, ref: str, trigger: str) -> dict[str, Any]:
     if job is None:
         raise RuntimeError("pipeline.intake.resolve_release must run inside an RQ job")
     settings = Settings.from_env()
-    config = load_config(settings.config_path)
+    config = load_full_config(settings)  # apps made by the admin API have releases too
     app = config.apps.get(app_name)
     if app is None:
         raise FetchError(f"app {app_name!r} is no longer configured")

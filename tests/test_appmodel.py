@@ -9,9 +9,10 @@ import pytest
 import yaml
 
 from pipeline.appdata import secret_docker_name
-from pipeline.core.config import parse_config
+from pipeline.core.admin import parse_create, remove_volumes_asked
+from pipeline.core.config import Platform, parse_config
 from pipeline.core.render import render_dockerfile, render_edge, render_stack
-from pipeline.errors import ConfigError, DeployError
+from pipeline.errors import AdminError, ConfigError, DeployError
 
 TLS = {"email": "ops@example.com"}
 
@@ -232,3 +233,26 @@ def test_readme_example_config_loads(tmp_path: Path) -> None:
     example = section.split("```yaml\n")[1].split("```")[0]
     config = parse_config(yaml.safe_load(example))
     assert config.apps["shop"].processes["worker"].replicas == 2
+
+
+def test_create_body_takes_the_app_model_keys() -> None:
+    body = {
+        "app_name": "shop",
+        "github_url": "acme/shop",
+        "path_prefixes": ["/shop"],
+        "health": {"path": "/up"},
+        "processes": {"worker": {"command": "run-worker"}},
+        "secrets": ["TOKEN"],
+    }
+    wanted = parse_create(body, Platform(domain="example.com"), max_replicas=10)
+    assert wanted.app.path_prefixes == ("/shop",)
+    assert wanted.app.processes["worker"].command == ("/bin/sh", "-c", "run-worker")
+    assert wanted.raw["health"] == {"path": "/up"}  # stored as given, parsed again on load
+    with pytest.raises(AdminError, match=r"health\.path"):
+        parse_create({**body, "health": {"path": "up"}}, Platform(), max_replicas=10)
+    with pytest.raises(AdminError, match="secrets"):
+        parse_create({**body, "secrets": [{"a": 1}]}, Platform(), max_replicas=10)
+    assert remove_volumes_asked({"app_name": "shop", "volumes": True})
+    assert not remove_volumes_asked({"app_name": "shop"})
+    with pytest.raises(AdminError, match="volumes"):
+        remove_volumes_asked({"app_name": "shop", "volumes": "yes"})

@@ -9,13 +9,14 @@ from __future__ import annotations
 import redis
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from pipeline.core.config import Config
 from pipeline.settings import Settings
-from webhooks import github
+from webhooks import admin, github
 
 # Redis answers in well under a millisecond when it is up; waiting longer only delays the
 # 503 that tells GitHub to retry.
@@ -37,6 +38,14 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "redis": "ok"})
 
 
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own 404 and 405 in the shape of every other refusal: one JSON line."""
+    assert isinstance(exc, HTTPException)
+    return JSONResponse(
+        {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
 def create_app(
     settings: Settings, config: Config, connection: redis.Redis | None = None
 ) -> Starlette:
@@ -44,7 +53,9 @@ def create_app(
         routes=[
             Route("/webhooks/github", github.receive, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
-        ]
+            *admin.routes,  # the admin API (webhooks/admin.py)
+        ],
+        exception_handlers={HTTPException: http_error},
     )
     app.state.settings = settings
     app.state.config = config

@@ -1,4 +1,4 @@
-"""The `nephelios` command: `up`, `serve`, `worker` and `edge`.
+"""The `nephelios` command: `up`, `serve`, `worker`, `edge`, and the admin API's client.
 
 Start-up problems (a bad nephelios.yml, an unreachable engine) end the command with one line
 on stderr naming what is wrong, and exit status 2.
@@ -77,9 +77,11 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 # --- app model (issue 8): secrets and volumes ---
 def cmd_secret(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.apps import load_full_config
     from webhooks.appcli import cmd_secret
 
-    return cmd_secret(settings, load(settings), args)
+    # Apps made by the admin API may declare secrets too.
+    return cmd_secret(settings, load_full_config(settings), args)
 
 
 def cmd_volume(settings: Settings, args: argparse.Namespace) -> int:
@@ -111,6 +113,12 @@ def parser() -> argparse.ArgumentParser:
     edge = commands.add_parser("edge", help="ensure swarm, the edge network and Traefik")
     edge.add_argument("--advertise-addr", default="127.0.0.1")
     edge.set_defaults(func=cmd_edge)
+
+    # The admin API's client (webhooks/admin_cli.py): apps, create, deploy, scale, remove,
+    # rollback, logs.
+    from webhooks.admin_cli import add_commands
+
+    add_commands(commands)
 
     # --- app model (issue 8) ---
     from webhooks.appcli import add_parsers

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from pipeline.apps import with_stored
 from pipeline.core.config import Config
 from pipeline.core.github import (
     Decision,
@@ -64,7 +65,9 @@ async def receive(request: Request) -> JSONResponse:
         delivery = Delivery.from_request(request.headers, body)
         if delivery.event == "ping":
             return _pong(delivery)
-        decisions = plan(delivery, request.app.state.config)
+        # Apps created through the admin API deploy on push like those in nephelios.yml.
+        config = with_stored(settings, request.app.state.config)
+        decisions = plan(delivery, config)
     except WebhookError as exc:
         log.info("webhook refused (%d): %s", exc.status, exc)
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
@@ -73,7 +76,7 @@ async def receive(request: Request) -> JSONResponse:
         return _ignored(delivery, decisions)
     try:
         outcome = await run_in_threadpool(
-            record, request.app.state.redis, settings, request.app.state.config, delivery, decisions
+            record, request.app.state.redis, settings, config, delivery, decisions
         )
     except redis.RedisError as exc:
         log.error("delivery %s: cannot record work: %s", delivery.delivery_id, exc)

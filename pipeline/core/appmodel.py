@@ -150,7 +150,7 @@ def _path_prefixes(source: str, key: str, value: object) -> tuple[str, ...]:
     if not isinstance(items, list) or not items:
         raise ConfigError(source, key, value, "expected a path or a non-empty list of paths")
     for index, item in enumerate(items):
-        if not isinstance(item, str) or not PATH_RE.match(item) or item == "/":
+        if not isinstance(item, str) or not PATH_RE.match(item) or not item.strip("/"):
             raise ConfigError(
                 source, f"{key}[{index}]", item, "expected a URL path such as /api (not '/')"
             )
@@ -246,6 +246,8 @@ def _volumes(source: str, key: str, value: object) -> dict[str, str]:
 
 def _secrets(source: str, key: str, value: object) -> dict[str, SecretUse]:
     if isinstance(value, list):
+        if not all(isinstance(name, str) for name in value):
+            raise ConfigError(source, key, value, "expected a list of secret names")
         value = {name: None for name in value}
     _mapping(source, key, value, None)
     assert isinstance(value, dict)
