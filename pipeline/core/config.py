@@ -16,6 +16,17 @@ from typing import Any
 
 import yaml
 
+from pipeline.core.appmodel import (
+    MODEL_KEYS,
+    TLS,
+    BuildOptions,
+    Health,
+    Process,
+    Resources,
+    SecretUse,
+    parse_app_model,
+    parse_tls,
+)
 from pipeline.errors import ConfigError
 
 APP_TYPES = ("static", "python", "nodejs")
@@ -50,6 +61,8 @@ class Platform:
     git_base_url: str = "https://github.com/"
     traefik_image: str = "nephelios/traefik:local"
     base_images: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_BASE_IMAGES))
+    # --- app model (issue 8): Let's Encrypt for every app; None keeps apps on plain HTTP
+    tls: TLS | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,24 @@ class App:
     tags: tuple[str, ...] = ()
     releases: bool = False
     paths: tuple[str, ...] = ()
+    # --- app model (issue 8), validated by pipeline.core.appmodel ---
+    path_prefixes: tuple[str, ...] = ()
+    strip_prefix: bool = False
+    tls: bool | None = None  # None: on when the platform has tls
+    health: Health | None = None
+    resources: Resources = field(default_factory=Resources)
+    placement: tuple[str, ...] = ()
+    volumes: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, SecretUse] = field(default_factory=dict)
+    processes: Mapping[str, Process] = field(default_factory=dict)
+    build: BuildOptions = field(default_factory=BuildOptions)
+    install_command: str | None = None
+    build_command: str | None = None
+    run_command: str | None = None
+    app_workdir: str | None = None
+
+    def uses_tls(self, platform: Platform) -> bool:
+        return platform.tls is not None and self.tls is not False
 
     def clone_url(self, platform: Platform) -> str:
         if self.git_url:
@@ -92,6 +123,7 @@ PLATFORM_KEYS = {
     "git_base_url",
     "traefik_image",
     "base_images",
+    "tls",  # app model (issue 8)
 }
 APP_KEYS = {
     "repo",
@@ -107,7 +139,7 @@ APP_KEYS = {
     "tags",
     "releases",
     "paths",
-}
+} | MODEL_KEYS  # app model (issue 8): routing, TLS, health, resources, processes, build...
 
 
 def load_config(path: str | Path) -> Config:
@@ -177,6 +209,7 @@ def parse_app(
             source, f"{key}.build_timeout_s", raw.get("build_timeout_s", 1800), 10, 24 * 3600
         ),
         **parse_intake_keys(source, key, raw),
+        **parse_app_model(source, key, raw),  # app model (issue 8)
     )
 
 
@@ -252,6 +285,7 @@ def _parse_platform(source: str, raw: object) -> Platform:
             source, "platform.traefik_image", raw.get("traefik_image", defaults.traefik_image)
         ),
         base_images=base_images,
+        tls=parse_tls(source, "platform.tls", raw.get("tls")),  # app model (issue 8)
     )
 
 
