@@ -218,19 +218,20 @@ def take_turn(
     repo = gitops.cache_repo(settings.git_cache_dir, app.name)
     url = app.clone_url(config.platform)
 
-    fetched = []
-    for deployment in pending:
+    fetched: list[Deployment] = []
+    # Newest first: its fetch usually brings the older commits of a burst along.
+    for deployment in reversed(pending):
         store.append_log(deployment.id, f"fetching {deployment.commit} of {app.repo}")
         try:
             gitops.fetch_commit(repo, url, deployment.commit, settings.github_token)
         except FetchError as exc:
             recorder.move(deployment, states.FAILED, str(exc))
             continue
-        fetched.append(deployment)
+        fetched.insert(0, deployment)
     live = live_commit(client, app, repo, url, settings.github_token)
 
     verdict = choose(
-        [Candidate(d.id, d.commit) for d in fetched],
+        [Candidate(d.id, d.commit, forced=not is_push(d)) for d in fetched],
         live,
         lambda older, newer: _is_ancestor(repo, older, newer),
     )
@@ -245,6 +246,11 @@ def take_turn(
         winner = by_id[verdict.winner]
         ctx = Context(settings, config, store, winner, app, client, recorder.reporter, keeper)
         run_guarded(ctx, repo)
+
+
+def is_push(deployment: Deployment) -> bool:
+    # Pushes carry their delivery id (pipeline.intake); API and CLI calls name themselves.
+    return deployment.trigger.startswith("delivery:")
 
 
 def live_commit(

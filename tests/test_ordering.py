@@ -59,3 +59,15 @@ def test_unrelated_commits_latest_arrival_wins() -> None:
 def test_first_deploy_has_no_live_commit() -> None:
     verdict = choose(pushes("a"), None, is_ancestor)
     assert verdict.winner == "id-a-0"
+
+
+def test_an_explicit_request_redeploys_the_live_commit_or_goes_back() -> None:
+    again = Candidate("secret-rotation", "c", forced=True)
+    assert choose([again], "c", is_ancestor).winner == "secret-rotation"
+    back = Candidate("admin-deploy", "b", forced=True)
+    verdict = choose([*pushes("d"), back], "c", is_ancestor)
+    assert verdict.winner == "admin-deploy"
+    assert verdict.superseded == {"id-d-0": "admin-deploy"}
+    # A push that comes later and descends from it still wins.
+    verdict = choose([back, *pushes("d")], "c", is_ancestor)
+    assert verdict.winner == "id-d-0"

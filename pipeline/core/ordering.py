@@ -11,6 +11,10 @@ commits that git cannot order (a force push), where the latest arrival wins.
   descendant arrived later (the normal case: a newer push) and stale when it arrived
   earlier (an old delivery that came late).
 - Of the candidates left, the latest arrival is built; the others are superseded by it.
+
+A `forced` candidate (an explicit request: an admin deploy, a secret rotation, not a push)
+is exempt from the stale rules, so that redeploying the live commit or going back to an
+older one on purpose works; a later push that descends from it still supersedes it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass, field
 class Candidate:
     id: str
     commit: str
+    forced: bool = False
 
 
 @dataclass
@@ -45,7 +50,7 @@ def choose(
         reason = _stale_against_live(candidate.commit, live_commit, is_ancestor)
         if reason is None and candidate.commit in seen:
             reason = f"commit already queued as {seen[candidate.commit].id}"
-        if reason is not None:
+        if reason is not None and not candidate.forced:
             verdict.stale[candidate.id] = reason
             continue
         seen[candidate.commit] = candidate
@@ -57,7 +62,7 @@ def choose(
         earlier = _descendant(candidate, left[:index], is_ancestor)
         if later is not None:
             verdict.superseded[candidate.id] = later.id
-        elif earlier is not None:
+        elif earlier is not None and not candidate.forced:
             verdict.stale[candidate.id] = f"an ancestor of {earlier.commit[:12]}, queued earlier"
         else:
             heads.append(candidate)
