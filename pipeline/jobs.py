@@ -10,13 +10,15 @@ is then re-raised once, so that RQ files it in its failed-job registry with the 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import docker
 import git
 from rq import get_current_job
 
-from pipeline import engine
+from pipeline import engine, metrics, notify
 from pipeline import git as gitops
 from pipeline.core import deployment as states
 from pipeline.core.config import App, Config, Platform, load_config
@@ -55,7 +57,34 @@ class Context:
     def move(self, status: str, error: str = "") -> None:
         self.deployment.move(status, error)
         self.store.save(self.deployment)
-        log.info("%s %s: %s %s", self.app.name, self.deployment.id, status, error)
+        log.info(
+            "%s %s: %s %s", self.app.name, self.deployment.id, status, error, extra=self.fields
+        )
+
+    # --- operations: structured log fields, phase timings, the end-of-deployment report ---
+
+    @property
+    def fields(self) -> dict[str, str]:
+        """Who a log line is about; `trigger` is `delivery:<id>` for a webhook push."""
+        found = {"app": self.app.name, "deployment": self.deployment.id}
+        source, _, delivery = self.deployment.trigger.partition(":")
+        if source == "delivery" and delivery:
+            found["delivery"] = delivery
+        return found
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        with metrics.phase(self.store.redis, name, self.fields):
+            yield
+
+    def report(self) -> None:
+        """Count the final status and send the configured notifications."""
+        if not self.deployment.finished:
+            return
+        metrics.count_deployment(self.store.redis, self.app.name, self.deployment.status)
+        notify.deployment_finished(
+            self.config.platform.notify, self.deployment, self.app.domains, self.fields
+        )
 
 
 def deploy(deployment_id: str) -> str:
@@ -83,6 +112,8 @@ def deploy(deployment_id: str) -> str:
     except BaseException:
         ctx.move(states.FAILED, "internal error; see the worker log")
         raise
+    finally:
+        ctx.report()
     return deployment.status
 
 
@@ -92,9 +123,11 @@ def run(ctx: Context) -> None:
 
     repo = gitops.cache_repo(ctx.settings.git_cache_dir, app.name)
     ctx.log(f"fetching {deployment.commit} of {app.repo}")
-    gitops.fetch_commit(repo, app.clone_url(platform), deployment.commit)
+    with ctx.phase("fetch"):
+        gitops.fetch_commit(repo, app.clone_url(platform), deployment.commit)
 
-    tag = build(ctx, repo)
+    with ctx.phase("build"):
+        tag = build(ctx, repo)
     deployment.image = tag
     ctx.move(states.DEPLOYING)
 
@@ -109,16 +142,18 @@ def run(ctx: Context) -> None:
     }
     stack_file = render_stack(app, platform, tag, replicas, labels)
     ctx.log(f"docker stack deploy {app.name} ({replicas} replicas of {tag})")
-    engine.stack_deploy(app.name, stack_file, registry_auth=bool(platform.registry))
+    with ctx.phase("deploy"):
+        engine.stack_deploy(app.name, stack_file, registry_auth=bool(platform.registry))
 
-    progress = engine.watch_rollout(
-        ctx.engine,
-        service_name,
-        tag,
-        update_started_at(before),
-        before is not None,
-        ROLLOUT_TIMEOUT_S,
-    )
+    with ctx.phase("rollout"):
+        progress = engine.watch_rollout(
+            ctx.engine,
+            service_name,
+            tag,
+            update_started_at(before),
+            before is not None,
+            ROLLOUT_TIMEOUT_S,
+        )
     ctx.log(f"rollout: {progress.reason}")
     if not progress.ok:
         raise RolloutError(progress.reason)

@@ -14,15 +14,9 @@ from collections.abc import Sequence
 from pipeline.core.config import Config, load_config
 from pipeline.errors import NepheliosError
 from pipeline.settings import Settings
+from webhooks.logs import setup_logging
 
 log = logging.getLogger("nephelios")
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
 
 
 def load(settings: Settings) -> Config:
@@ -36,7 +30,15 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     app = create_app(settings, load(settings))
     log.info("receiver on %s:%d (%r)", args.host, settings.port, settings)
-    uvicorn.run(app, host=args.host, port=settings.port, log_level="warning", access_log=False)
+    # log_config=None: uvicorn logs through the root handler, so --log-format applies to it.
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=settings.port,
+        log_level="warning",
+        log_config=None,
+        access_log=False,
+    )
     return 0
 
 
@@ -78,6 +80,9 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="nephelios", description=__doc__.splitlines()[0])
     root.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    root.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="one line per record"
+    )
     commands = root.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("up", help="run everything a single host needs")
@@ -103,7 +108,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     try:
         settings = Settings.from_env()
         return int(args.func(settings, args))

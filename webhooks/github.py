@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from pipeline import metrics
 from pipeline.core.config import Config
 from pipeline.core.github import Decision, Delivery, Push, plan_push, verify_signature
 from pipeline.errors import PayloadTooLarge, WebhookError
@@ -44,6 +45,19 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
 
 
 async def receive(request: Request) -> JSONResponse:
+    event, outcome, response = await answer(request)
+    connection: redis.Redis = request.app.state.redis
+    await run_in_threadpool(metrics.count_delivery, connection, event, outcome)
+    return response
+
+
+# A refused delivery is counted under this event: its X-GitHub-Event header is unverified, and
+# counting arbitrary header values would let anyone add metric series.
+UNVERIFIED = "unverified"
+
+
+async def answer(request: Request) -> tuple[str, str, JSONResponse]:
+    """The response to one delivery, with its event and outcome for the delivery metrics."""
     settings: Settings = request.app.state.settings
     try:
         body = await read_body(request)
@@ -51,30 +65,36 @@ async def receive(request: Request) -> JSONResponse:
         delivery = Delivery.from_request(request.headers, body)
     except WebhookError as exc:
         log.info("webhook refused (%d): %s", exc.status, exc)
-        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        return UNVERIFIED, "refused", JSONResponse({"error": str(exc)}, status_code=exc.status)
 
-    if delivery.event == "ping":
-        return JSONResponse({"delivery": delivery.delivery_id, "event": "ping", "pong": True})
-    if delivery.event != "push":
-        return _ignored(delivery, f"event {delivery.event!r} does not deploy anything")
+    event = delivery.event
+    if event == "ping":
+        pong = {"delivery": delivery.delivery_id, "event": "ping", "pong": True}
+        return event, "ping", JSONResponse(pong)
+    if event != "push":
+        return event, "ignored", _ignored(delivery, f"event {event!r} does not deploy anything")
     try:
         push = Push.from_delivery(delivery)
     except WebhookError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        return event, "refused", JSONResponse({"error": str(exc)}, status_code=exc.status)
 
     config: Config = request.app.state.config
     decisions = plan_push(push, config.apps.values())
     if not decisions:
-        return _ignored(delivery, f"no app is configured for {push.repository}")
+        return event, "ignored", _ignored(delivery, f"no app is configured for {push.repository}")
     try:
         outcome = await run_in_threadpool(
             record, request.app.state.redis, settings, config, delivery, decisions
         )
     except redis.RedisError as exc:
         log.error("delivery %s: cannot record work: %s", delivery.delivery_id, exc)
-        return JSONResponse({"error": "queue unavailable; retry later"}, status_code=503)
-    status = 202 if any(d.queue for d in decisions) and not outcome.get("duplicate") else 200
-    return JSONResponse(outcome, status_code=status)
+        unavailable = JSONResponse({"error": "queue unavailable; retry later"}, status_code=503)
+        return event, "unavailable", unavailable
+    if outcome.get("duplicate"):
+        return event, "duplicate", JSONResponse(outcome, status_code=200)
+    if any(d.queue for d in decisions):
+        return event, "queued", JSONResponse(outcome, status_code=202)
+    return event, "ignored", JSONResponse(outcome, status_code=200)
 
 
 def _ignored(delivery: Delivery, reason: str) -> JSONResponse:
