@@ -86,10 +86,17 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("up", help="run everything a single host needs")
-    up.add_argument("--workers", type=int, default=2, help="deploy workers to start")
+    up.add_argument("--workers", type=int, default=2, help="deploy workers to start (0: none)")
     up.add_argument("--advertise-addr", default="127.0.0.1", help="for `docker swarm init`")
     up.add_argument("--example", action="store_true", help="deploy the bundled example app")
     up.add_argument("--detach", action="store_true", help="exit once everything is up")
+    up.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=60.0,
+        help="seconds workers get to finish their deployment on SIGTERM/SIGINT",
+    )
+    up.add_argument("--edge-stack", default="nephelios", help="name of the Traefik stack")
     up.set_defaults(func=cmd_up)
 
     serve = commands.add_parser("serve", help="run the webhook receiver and admin API")
