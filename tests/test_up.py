@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -26,7 +29,7 @@ from pipeline.core.deployment import FAILED
 from pipeline.errors import NepheliosError
 from pipeline.settings import QUEUE_NAME
 from pipeline.store import Store
-from tests.conftest import EDGE_NETWORK, TEST_DOMAIN
+from tests.conftest import EDGE_NETWORK, REDIS_URL, TEST_DOMAIN
 from tests.support import delivery_headers, encode, push_payload, wait_until
 from tests.test_e2e import finished
 from webhooks import redis_server
@@ -82,7 +85,10 @@ class Up:
 
 @pytest.fixture
 def up_env(
-    tmp_path: Path, ops_port: Callable[[int], int], app_name: str
+    tmp_path: Path,
+    ops_port: Callable[[int], int],
+    app_name: str,
+    docker_client: docker.DockerClient,
 ) -> Iterator[dict[str, str]]:
     http_port, https_port, redis_port = ops_port(10), ops_port(11), ops_port(20)
     config = {
@@ -105,7 +111,14 @@ def up_env(
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
     }
     yield env
-    engine.stack_rm(f"nephelios-ops-test-{http_port}")
+    edge_stack = f"nephelios-ops-test-{http_port}"
+    engine.stack_rm(edge_stack)
+    in_stack = {"label": f"com.docker.stack.namespace={edge_stack}"}
+    wait_until(
+        lambda: not docker_client.api.containers(all=True, filters=in_stack),
+        60,
+        f"the {edge_stack} Traefik to go",
+    )
 
 
 def up_args(env: dict[str, str], workers: int) -> list[str]:
@@ -197,3 +210,84 @@ def test_embedded_redis_takes_its_password_from_the_url_without_showing_it(
     finally:
         redis_server.stop(process)
     assert process.returncode == 0
+
+
+class StallingGitServer:
+    """A loopback TCP server that accepts git:// connections and answers nothing until
+    `hold_s` has passed (then hangs up), so a deploy job stays busy in its fetch."""
+
+    def __init__(self, port: int, hold_s: float) -> None:
+        self.listener = socket.create_server(("127.0.0.1", port))
+        self.url = f"git://127.0.0.1:{port}/stalled.git"
+        self.hold_s = hold_s
+        self.closing = threading.Event()
+        self.connected = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.closing.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connected.set()
+            threading.Thread(target=self._hold, args=(connection,), daemon=True).start()
+
+    def _hold(self, connection: socket.socket) -> None:
+        self.closing.wait(self.hold_s)
+        connection.close()
+
+    def close(self) -> None:
+        self.closing.set()
+        # shutdown() wakes the thread blocked in accept(); close() alone would leave it, and
+        # the port, held.
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(("hold_s", "drain_s"), [(3.0, 30.0), (600.0, 2.0)], ids=["warm", "cold"])
+def test_sigterm_drains_a_busy_worker_within_the_bound(
+    up_env: dict[str, str],
+    tmp_path: Path,
+    redis_conn: redis.Redis,
+    queue_name: str,
+    ops_port: Callable[[int], int],
+    app_name: str,
+    docker_client: docker.DockerClient,
+    hold_s: float,
+    drain_s: float,
+) -> None:
+    """warm: the job ends inside the drain window and is recorded as finished; cold: it does
+    not, and `up` still exits within drain + cold-stop time, with no worker left registered."""
+    git_server = StallingGitServer(ops_port(60), hold_s)
+    config_path = Path(up_env["NEPHELIOS_CONFIG"])
+    config = yaml.safe_load(config_path.read_text())
+    config["apps"][app_name]["git_url"] = git_server.url
+    config_path.write_text(yaml.safe_dump(config))
+    up_env = {**up_env, "REDIS_URL": REDIS_URL, "NEPHELIOS_QUEUE": queue_name}
+    args = [*up_args(up_env, workers=1)[:-1], str(drain_s)]
+    running = Up(up_env, tmp_path / "up.log", *args)
+    try:
+        with urllib.request.urlopen(running.push("e" * 40), timeout=5) as response:  # noqa: S310
+            deployment_id = yaml.safe_load(response.read())["apps"][0]["deployment"]
+        assert git_server.connected.wait(30), "the worker never started fetching"
+
+        started_at = time.monotonic()
+        assert running.stop(signal.SIGTERM) == 0
+        took_s = time.monotonic() - started_at
+    finally:
+        running.process.kill()
+        git_server.close()
+
+    queue = Queue(queue_name, connection=redis_conn)
+    assert Worker.all(connection=redis_conn, queue=queue) == []
+    deployment = Store(redis_conn).get(deployment_id)
+    assert deployment is not None
+    if hold_s < drain_s:
+        assert hold_s - 1 < took_s < drain_s, took_s
+        assert deployment.status == FAILED and "git fetch" in deployment.error
+        assert queue.started_job_registry.count == 0
+    else:
+        assert drain_s <= took_s < drain_s + 20, took_s
+        assert "cold shutdown" in (tmp_path / "up.log").read_text()
