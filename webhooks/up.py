@@ -96,6 +96,9 @@ def _drain(workers: list[subprocess.Popen[bytes]], drain_timeout_s: float) -> No
     if _signal_and_wait(workers, drain_timeout_s):
         return
     # RQ takes a second SIGTERM as a cold shutdown: it kills the work horse and exits.
+    # Known gap: the killed job stays in RQ's StartedJobRegistry and its record in
+    # `building` until RQ's registry cleanup fails it; handing it back to the queue needs
+    # the worker's per-app lock and stale-record handling (issue 4) to agree on it.
     print("drain timeout: cold shutdown of the workers still busy", file=sys.stderr)
     if _signal_and_wait(workers, COLD_STOP_TIMEOUT_S):
         return
