@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the images that run Nephelios itself on a Swarm, without any registry:
 #
-#   nephelios/runtime:local    python3, git, the docker CLI and redis-server, copied from this
+#   nephelios/runtime:local    python3, git, the docker CLI, redis-server and sh, copied from this
 #                              Debian host with the shared libraries they link (ldd), and
 #                              `docker import`-ed as one layer. Seconds, not debootstrap's
 #                              minutes; the host's Debian packages pin what goes in.
@@ -52,10 +52,12 @@ build_runtime() {
     cp -a /usr/lib/git-core "$root/usr/lib/"
     mkdir -p "$root/usr/share/git-core"
     cp -a /usr/share/git-core/templates "$root/usr/share/git-core/" 2>/dev/null || true
-    local binaries=("$PY" /usr/bin/git /usr/bin/docker /usr/bin/redis-server)
+    # dash as /bin/sh: git runs upload-pack through a shell for local repositories.
+    local binaries=("$PY" /usr/bin/git /usr/bin/docker /usr/bin/redis-server /usr/bin/dash)
     local file lib
     for file in "${binaries[@]}"; do copy "$file"; done
     ln -sf python3.11 "$root/usr/bin/python3"
+    ln -sf dash "$root/usr/bin/sh"
     ln -sf /usr/lib/git-core/git-upload-pack "$root/usr/bin/git-upload-pack"
     # Libraries of the binaries, of git's helpers and of Python's extension modules.
     { for file in "${binaries[@]}" /usr/lib/git-core/* /usr/lib/python3.11/lib-dynload/*.so; do
