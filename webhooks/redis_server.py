@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -57,8 +58,14 @@ def config_text(url: str, directory: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def start(url: str, state_dir: Path, connection: redis.Redis) -> subprocess.Popen[bytes]:
-    """Start redis-server for `url`; refuse with the reason when that is not the right move."""
+def start(
+    url: str,
+    state_dir: Path,
+    connection: redis.Redis,
+    preexec: Callable[[], None] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start redis-server for `url`; refuse with the reason when that is not the right move.
+    `preexec` runs in the child before exec (`up` uses it to tie Redis's life to its own)."""
     host = urlsplit(url).hostname or ""
     if host not in LOOPBACK_HOSTS:
         raise NepheliosError(
@@ -76,7 +83,11 @@ def start(url: str, state_dir: Path, connection: redis.Redis) -> subprocess.Pope
     # Own session: a Ctrl-C in the terminal reaches `up` only, which stops Redis last, after
     # the workers have drained.
     process = subprocess.Popen(
-        [binary, "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True
+        [binary, "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=preexec,
     )
     assert process.stdin is not None
     process.stdin.write(config_text(url, directory.resolve()).encode())

@@ -16,6 +16,7 @@ then drives that order.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import secrets
 import shutil
@@ -48,6 +49,7 @@ START_TIMEOUT_S = 30.0
 EXAMPLE_DEPLOY_TIMEOUT_S = 300.0
 RECEIVER_STOP_TIMEOUT_S = 10.0
 COLD_STOP_TIMEOUT_S = 15.0
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 
 @dataclass
@@ -99,7 +101,7 @@ def _drain(workers: list[subprocess.Popen[bytes]], drain_timeout_s: float) -> No
     # Known gap: the killed job stays in RQ's StartedJobRegistry and its record in
     # `building` until RQ's registry cleanup fails it; handing it back to the queue needs
     # the worker's per-app lock and stale-record handling (issue 4) to agree on it.
-    print("drain timeout: cold shutdown of the workers still busy", file=sys.stderr)
+    print("drain timeout: cold shutdown of the workers still running", file=sys.stderr)
     if _signal_and_wait(workers, COLD_STOP_TIMEOUT_S):
         return
     for worker in workers:
@@ -108,7 +110,49 @@ def _drain(workers: list[subprocess.Popen[bytes]], drain_timeout_s: float) -> No
             worker.wait()
 
 
+class StopRequested(Exception):
+    """Raised by the first SIGINT/SIGTERM, wherever `up` is; carries the signal's name."""
+
+
+class StopSignals:
+    """From the first signal on, `up` stops in order; later signals are ignored, so that a
+    second Ctrl-C cannot cut the drain short (the drain has its own bound)."""
+
+    def __init__(self) -> None:
+        self.received = ""
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self.handle)
+        signal.signal(signal.SIGINT, self.handle)
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received:
+            return
+        self.received = signal.Signals(signum).name
+        raise StopRequested(self.received)
+
+
 def up(settings: Settings, config: Config, args: argparse.Namespace) -> int:
+    StopSignals().install()
+    tree = ProcessTree()
+    try:
+        start(settings, config, args, tree)
+        if args.detach:
+            print("detached; stop with: kill " + " ".join(str(c.pid) for c in tree.all))
+            return 0
+        print("running; Ctrl-C stops the receiver and workers (apps keep running)")
+        return supervise(tree, args.drain_timeout)
+    except StopRequested as exc:
+        print(f"{exc}: stopping the receiver")
+        status = tree.stop(args.drain_timeout)
+        print("stopped")
+        return status
+    except BaseException:
+        tree.stop(args.drain_timeout)
+        raise
+
+
+def start(settings: Settings, config: Config, args: argparse.Namespace, tree: ProcessTree) -> None:
     ensure_docker()
     client = platform.connect()
     if platform.ensure_swarm(client, args.advertise_addr):
@@ -117,24 +161,14 @@ def up(settings: Settings, config: Config, args: argparse.Namespace) -> int:
     platform.ensure_edge(config.platform, stack=args.edge_stack)
     print(f"edge router (Traefik) on port {config.platform.http_port}")
 
-    tree = ProcessTree()
-    try:
-        connection = connect_redis(settings.redis_url)
-        tree.redis = ensure_redis(settings, connection)
-        env = child_environment(settings)
-        tree.receiver, tree.workers = start_children(args, env)
-        wait_for_health(settings.port)
-        announce(settings, config)
-        if args.example:
-            deploy_examples(settings, config, connection)
-        if args.detach:
-            print("detached; stop with: kill " + " ".join(str(c.pid) for c in tree.all))
-            return 0
-        print("running; Ctrl-C stops the receiver and workers (apps keep running)")
-        return supervise(tree, args.drain_timeout)
-    except BaseException:
-        tree.stop(args.drain_timeout)
-        raise
+    connection = connect_redis(settings.redis_url)
+    tree.redis = ensure_redis(settings, connection, bound=not args.detach)
+    env = child_environment(settings)
+    tree.receiver, tree.workers = start_children(args, env)
+    wait_for_health(settings.port)
+    announce(settings, config)
+    if args.example:
+        deploy_examples(settings, config, connection)
 
 
 def ensure_docker() -> None:
@@ -146,11 +180,15 @@ def ensure_docker() -> None:
         )
 
 
-def ensure_redis(settings: Settings, connection: redis.Redis) -> subprocess.Popen[bytes] | None:
+def ensure_redis(
+    settings: Settings, connection: redis.Redis, bound: bool
+) -> subprocess.Popen[bytes] | None:
     """None when Redis answers at REDIS_URL; else the embedded redis-server now answering."""
     if redis_server.answers(connection):
         return None
-    process = redis_server.start(settings.redis_url, settings.state_dir, connection)
+    process = redis_server.start(
+        settings.redis_url, settings.state_dir, connection, die_with_parent if bound else None
+    )
     print(
         f"redis: nothing answered at {redis_server.shown(settings.redis_url)}; started an "
         f"embedded redis-server (append-only file in {settings.state_dir / 'redis'})"
@@ -195,14 +233,24 @@ def start_children(
 ) -> tuple[subprocess.Popen[bytes], list[subprocess.Popen[bytes]]]:
     base = [sys.executable, "-m", "webhooks.cli", "--log-level", args.log_level]
     base += ["--log-format", args.log_format]
-    receiver = _child([*base, "serve"], env)
-    return receiver, [_child([*base, "worker"], env) for _ in range(max(0, args.workers))]
+    bound = not args.detach
+    receiver = _child([*base, "serve"], env, bound)
+    return receiver, [_child([*base, "worker"], env, bound) for _ in range(max(0, args.workers))]
 
 
-def _child(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _child(argv: list[str], env: dict[str, str], bound: bool) -> subprocess.Popen[bytes]:
     # Own session: a terminal's Ctrl-C goes to `up` alone, which then stops the children in
     # order; RQ would take a second signal as a cold shutdown.
-    return subprocess.Popen(argv, env=env, start_new_session=True)
+    return subprocess.Popen(
+        argv, env=env, start_new_session=True, preexec_fn=die_with_parent if bound else None
+    )
+
+
+def die_with_parent() -> None:
+    """In a child, before exec: get SIGTERM when `up` dies, even by SIGKILL, rather than
+    outlive it with nobody to stop it (Linux prctl PR_SET_PDEATHSIG)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def wait_for_health(port: int) -> None:
@@ -302,21 +350,12 @@ def wait_for_route(port: int, domain: str) -> None:
 
 
 def supervise(tree: ProcessTree, drain_timeout_s: float) -> int:
-    stopping: list[str] = []
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopping.append(signal.Signals(signum).name)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    while not stopping:
+    """Wait until a signal (StopRequested, handled by `up`) or until a child exits."""
+    while True:
         exited = [child for child in tree.all if child.poll() is not None]
         if exited:
             print(f"a child process ({exited[0].args!r}) exited; stopping", file=sys.stderr)
-            break
+            status = tree.stop(drain_timeout_s)
+            print("stopped")
+            return status
         time.sleep(0.2)
-    if stopping:
-        print(f"{stopping[0]}: stopping the receiver")
-    status = tree.stop(drain_timeout_s)
-    print("stopped")
-    return status
