@@ -44,7 +44,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     import redis
-    from rq import Queue, Worker
+    from rq import Queue
+
+    from webhooks.rqworker import DeployWorker
 
     load(settings)  # refuse to start on a bad config rather than fail every job
     # No socket timeout here: RQ's blocking dequeue and its pub/sub thread wait on purpose,
@@ -54,7 +56,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         connection.ping()
     except redis.RedisError as exc:
         raise NepheliosError(f"Redis does not answer at REDIS_URL: {exc}") from exc
-    worker = Worker([Queue(settings.queue_name, connection=connection)], connection=connection)
+    worker = DeployWorker(
+        [Queue(settings.queue_name, connection=connection)], connection=connection
+    )
     worker.work(burst=args.burst, logging_level=args.log_level.upper())
     return 0
 
