@@ -52,3 +52,36 @@ class BuildError(DeployError):
 
 class RolloutError(DeployError):
     pass
+
+
+# --- admin API (issue 5) -------------------------------------------------------------------
+class AdminError(NepheliosError):
+    """An admin call that cannot be carried out; `status` is the HTTP status to answer with."""
+
+    status = 400
+
+
+class Unauthorized(AdminError):
+    status = 401
+
+
+class AdminDisabled(AdminError):
+    status = 403
+
+
+class NotFound(AdminError):
+    status = 404
+
+
+class UnknownApp(NotFound):
+    pass
+
+
+class Conflict(AdminError):
+    status = 409
+
+
+class Unprocessable(AdminError):
+    """Well-formed, but the world disagrees: a branch that does not exist, nothing to roll back."""
+
+    status = 422

@@ -20,8 +20,9 @@ from rq import get_current_job
 
 from pipeline import engine, metrics, notify
 from pipeline import git as gitops
+from pipeline.apps import load_full_config
 from pipeline.core import deployment as states
-from pipeline.core.config import App, Config, Platform, load_config
+from pipeline.core.config import App, Config, Platform
 from pipeline.core.deployment import Deployment
 from pipeline.core.render import STACK_SERVICE, render_dockerfile, render_stack
 from pipeline.core.rollout import CONFIG_REPLICAS_LABEL, desired_replicas, update_started_at
@@ -98,7 +99,7 @@ def deploy(deployment_id: str) -> str:
     if deployment is None:
         log.error("deployment %s: no record; nothing to do", deployment_id)
         return "missing"
-    config = load_config(settings.config_path)
+    config = load_full_config(settings)  # nephelios.yml plus apps made by the admin API
     app = config.apps.get(deployment.app)
     if app is None:
         deployment.move(states.FAILED, f"app {deployment.app!r} is no longer configured")

@@ -13,6 +13,8 @@ from pathlib import Path
 from pipeline.errors import ConfigError
 
 QUEUE_NAME = "nephelios-deploy"
+# `/scale` and `/create` refuse more replicas than this (NEPHELIOS_MAX_REPLICAS).
+DEFAULT_MAX_REPLICAS = 10
 
 
 def _default_state_dir() -> Path:
@@ -29,6 +31,7 @@ class Settings:
     queue_name: str = QUEUE_NAME
     webhook_secret: str = field(default="", repr=False)
     admin_token: str = field(default="", repr=False)
+    max_replicas: int = DEFAULT_MAX_REPLICAS
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -37,6 +40,11 @@ class Settings:
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
             raise ConfigError("environment", "NEPHELIOS_PORT", port_text, "expected a TCP port")
         state = env.get("NEPHELIOS_STATE_DIR")
+        max_text = env.get("NEPHELIOS_MAX_REPLICAS", str(DEFAULT_MAX_REPLICAS))
+        if not max_text.isdigit() or not 0 < int(max_text) <= 1000:
+            raise ConfigError(
+                "environment", "NEPHELIOS_MAX_REPLICAS", max_text, "expected 1 to 1000"
+            )
         return cls(
             config_path=Path(env.get("NEPHELIOS_CONFIG", "nephelios.yml")),
             redis_url=env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
@@ -45,6 +53,7 @@ class Settings:
             queue_name=env.get("NEPHELIOS_QUEUE", QUEUE_NAME),
             webhook_secret=env.get("NEPHELIOS_WEBHOOK_SECRET", ""),
             admin_token=env.get("NEPHELIOS_ADMIN_TOKEN", ""),
+            max_replicas=int(max_text),
         )
 
     def __repr__(self) -> str:
@@ -58,3 +67,8 @@ class Settings:
     @property
     def git_cache_dir(self) -> Path:
         return self.state_dir / "git"
+
+    @property
+    def apps_file(self) -> Path:
+        """Apps created through the admin API (see `pipeline.apps`)."""
+        return self.state_dir / "apps.json"

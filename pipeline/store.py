@@ -2,7 +2,9 @@
 
 Keys (all under `nephelios:`): `deployment:<id>` holds the record as JSON, `log:<id>` the
 build and rollout log as a capped list of lines, `app:<name>:deployments` the newest ids
-of an app, and `delivery:<id>` marks a delivery id as accepted for a week.
+of an app, `delivery:<id>` marks a delivery id as accepted for a week, and
+`claim:<app>:<commit>` (or `claim:<app>:refs/tags/<tag>` for a release) marks work queued for
+that app as long.
 """
 
 from __future__ import annotations
@@ -76,6 +78,30 @@ class Store:
     def forget_delivery(self, delivery_id: str) -> None:
         """Undo `accept_delivery` when the work could not be recorded, so GitHub may retry."""
         self.redis.delete(f"{PREFIX}delivery:{delivery_id}")
+
+    # --- intake: the same work for the same app is queued once ------------------------
+    def claim_work(self, app: str, work: str) -> bool:
+        """Claim a commit (or a release tag) of an app; False when it was claimed before.
+
+        Kept as long as delivery ids, so a redelivery under a new id is caught too.
+        """
+        return bool(self.redis.set(_claim_key(app, work), "", nx=True, ex=DELIVERY_TTL_S))
+
+    def note_claim(self, app: str, work: str, deployment_id: str) -> None:
+        """Name what a claim produced, so a later duplicate can point at it."""
+        self.redis.set(_claim_key(app, work), deployment_id, xx=True, keepttl=True)
+
+    def claimed_by(self, app: str, work: str) -> str | None:
+        raw = self.redis.get(_claim_key(app, work))
+        return _text(raw) or None if raw is not None else None
+
+    def release_claim(self, app: str, work: str) -> None:
+        """Undo `claim_work` when the work could not be recorded."""
+        self.redis.delete(_claim_key(app, work))
+
+
+def _claim_key(app: str, work: str) -> str:
+    return f"{PREFIX}claim:{app}:{work}"
 
 
 def _text(value: bytes | str) -> str:

@@ -24,6 +24,9 @@ from tests.support import RedisServer, free_port, wait_until
 
 REDIS_URL = os.environ.get("NEPHELIOS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 EDGE_PORT = int(os.environ.get("NEPHELIOS_TEST_HTTP_PORT", "19080"))
+# intake: a redis-server of the intake tests' own, stopped and restarted to show 503 and
+# recovery; never the shared one.
+SPARE_REDIS_PORT = int(os.environ.get("NEPHELIOS_TEST_SPARE_REDIS_PORT", "21001"))
 EDGE_NETWORK = "nephelios-test-edge"
 EDGE_STACK = f"nephelios-test-edge-{EDGE_PORT}"
 TEST_DOMAIN = "test.localhost"

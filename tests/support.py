@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 T = TypeVar("T")
 
@@ -67,6 +68,94 @@ def push_payload(
         },
         "pusher": {"name": "pusher", "email": "pusher@example.com"},
     }
+
+
+# --- intake builders: bodies shaped like shared/github-payloads, trimmed -------------------
+def repository_fields(repository: str) -> dict[str, Any]:
+    owner, name = repository.split("/")
+    return {
+        "id": 1296269,
+        "name": name,
+        "full_name": repository,
+        "owner": {"login": owner, "type": "User"},
+        "clone_url": f"https://github.com/{repository}.git",
+        "default_branch": "main",
+        "private": False,
+    }
+
+
+def tag_push_payload(repository: str, tag: str, tag_object: str, commit: str) -> dict[str, Any]:
+    """An annotated tag push: `after` is the tag object, `head_commit.id` the tagged commit."""
+    head = {"id": commit, "message": "Adding a .gitignore file", "added": [], "modified": []}
+    return {
+        "ref": f"refs/tags/{tag}",
+        "before": "0" * 40,
+        "after": tag_object,
+        "created": True,
+        "deleted": False,
+        "forced": False,
+        "base_ref": None,
+        "commits": [],
+        "head_commit": {**head, "removed": []},
+        "repository": repository_fields(repository),
+        "pusher": {"name": "pusher", "email": "pusher@example.com"},
+    }
+
+
+def release_payload(
+    repository: str, action: str, tag: str, release_id: int = 17372790, prerelease: bool = False
+) -> dict[str, Any]:
+    return {
+        "action": action,
+        "release": {
+            "id": release_id,
+            "tag_name": tag,
+            "target_commitish": "main",
+            "name": tag,
+            "draft": False,
+            "prerelease": prerelease,
+            "published_at": "2019-05-15T15:20:53Z",
+        },
+        "repository": repository_fields(repository),
+        "sender": {"login": "Codertocat", "type": "User"},
+    }
+
+
+def ping_payload(repository: str | None = None) -> dict[str, Any]:
+    """A repository hook's ping, or an organisation hook's (no `repository`) when None."""
+    hook_type = "Repository" if repository else "Organization"
+    body: dict[str, Any] = {
+        "zen": "Anything added dilutes everything else.",
+        "hook_id": 109948940,
+        "hook": {
+            "type": hook_type,
+            "id": 109948940,
+            "name": "web",
+            "active": True,
+            "events": ["*"],
+            "config": {"content_type": "json", "insecure_ssl": "0", "secret": "********"},
+        },
+        "sender": {"login": "Codertocat", "type": "User"},
+    }
+    if repository:
+        body["repository"] = repository_fields(repository)
+    else:
+        body["organization"] = {"login": "Octocoders", "id": 38302899}
+    return body
+
+
+def form_encode(payload: dict[str, Any]) -> bytes:
+    """The body of a hook whose content type is `form`: `payload=<url-encoded JSON>`."""
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def push_tag(repo: GitRepo, tag: str, message: str) -> None:
+    """Make an annotated tag of the work tree's HEAD and push it to the bare repository."""
+    repo._git(repo.work, "tag", "-a", tag, "-m", message)
+    repo._git(repo.work, "push", "--quiet", str(repo.bare), f"refs/tags/{tag}")
+
+
+# --- end of intake builders ---------------------------------------------------------------
 
 
 def delivery_headers(
@@ -166,3 +255,9 @@ class RedisServer:
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
+
+
+def state_keys(connection: Any) -> list[bytes]:
+    """Redis keys other than /metrics' counters (which count refused deliveries too)."""
+    found: list[bytes] = connection.keys("*")
+    return [key for key in found if not key.startswith(b"nephelios:metrics:")]

@@ -103,3 +103,44 @@ def test_secret_env_values_do_not_appear_in_errors() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config({"apps": {"w": {"repo": "a/b", "env": {"TOKEN": {"nested": "hunter2"}}}}})
     assert "hunter2" not in str(caught.value)
+
+
+# --- intake keys: tags, releases, paths -----------------------------------------------------
+
+
+def test_intake_keys_default_off_and_accept_a_glob_or_a_list() -> None:
+    apps = parse_config(
+        {
+            "apps": {
+                "plain": {"repo": "a/b"},
+                "mono": {"repo": "a/b", "tags": "v*", "releases": True, "paths": ["svc/api"]},
+            }
+        }
+    ).apps
+    assert (apps["plain"].tags, apps["plain"].releases, apps["plain"].paths) == ((), False, ())
+    assert (apps["mono"].tags, apps["mono"].releases, apps["mono"].paths) == (
+        ("v*",),
+        True,
+        ("svc/api",),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "value"),
+    [
+        ("apps: {web: {repo: a/b, releases: 'yes'}}", "apps.web.releases", "'yes'"),
+        ("apps: {web: {repo: a/b, tags: []}}", "apps.web.tags", "[]"),
+        ("apps: {web: {repo: a/b, tags: ['-v*']}}", "apps.web.tags[0]", "'-v*'"),
+        ("apps: {web: {repo: a/b, paths: ['/etc']}}", "apps.web.paths[0]", "'/etc'"),
+        ("apps: {web: {repo: a/b, paths: ['a/../b']}}", "apps.web.paths[0]", "'a/../b'"),
+        ("apps: {web: {repo: a/b, path: [src]}}", "apps.web.path", "'path'"),
+    ],
+)
+def test_bad_intake_keys_name_file_key_and_value(
+    tmp_path: Path, text: str, key: str, value: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}: {key}: ")
+    assert f"(got {value})" in str(caught.value)

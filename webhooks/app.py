@@ -13,6 +13,7 @@ import redis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -20,7 +21,7 @@ from starlette.routing import Route
 from pipeline.core.config import Config
 from pipeline.metrics import RedisCollector
 from pipeline.settings import Settings
-from webhooks import github
+from webhooks import admin, github
 
 # Redis answers in well under a millisecond when it is up; waiting longer only delays the
 # 503 that tells GitHub to retry.
@@ -81,6 +82,14 @@ async def metrics(request: Request) -> Response:
     return Response(text, media_type=CONTENT_TYPE_LATEST)
 
 
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own 404 and 405 in the shape of every other refusal: one JSON line."""
+    assert isinstance(exc, HTTPException)
+    return JSONResponse(
+        {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
 def create_app(
     settings: Settings, config: Config, connection: redis.Redis | None = None
 ) -> Starlette:
@@ -89,7 +98,9 @@ def create_app(
             Route("/webhooks/github", github.receive, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
-        ]
+            *admin.routes,  # the admin API (webhooks/admin.py)
+        ],
+        exception_handlers={HTTPException: http_error},
     )
     app.state.settings = settings
     app.state.config = config

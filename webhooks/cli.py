@@ -1,4 +1,4 @@
-"""The `nephelios` command: `up`, `serve`, `worker` and `edge`.
+"""The `nephelios` command: `up`, `serve`, `worker`, `edge`, and the admin API's client.
 
 Start-up problems (a bad nephelios.yml, an unreachable engine) end the command with one line
 on stderr naming what is wrong, and exit status 2.
@@ -114,6 +114,12 @@ def parser() -> argparse.ArgumentParser:
     edge = commands.add_parser("edge", help="ensure swarm, the edge network and Traefik")
     edge.add_argument("--advertise-addr", default="127.0.0.1")
     edge.set_defaults(func=cmd_edge)
+
+    # The admin API's client (webhooks/admin_cli.py): apps, create, deploy, scale, remove,
+    # rollback, logs.
+    from webhooks.admin_cli import add_commands
+
+    add_commands(commands)
     return root
 
 

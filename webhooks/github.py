@@ -1,14 +1,19 @@
 """`POST /webhooks/github`: verify, parse, match, record, enqueue, answer.
 
-Nothing slow happens here: no git, no Docker, no outgoing HTTP; only Redis writes. The
-response says, for every app the delivery concerns, whether it was queued (with the
-deployment id) or ignored and why.
+Nothing slow happens here: no git, no Docker, no outgoing HTTP; only Redis writes, and
+none at all when nothing is to be queued. The response says, for every app the delivery
+concerns, whether it was queued (with the deployment id) or ignored and why:
+
+- 200 for a ping (repository or organisation hook);
+- 202 for everything accepted, queued or ignored, with `apps: [{app, status, reason}]`,
+  and 200 for a redelivery of an accepted delivery id (`duplicate: true`);
+- 400 malformed, 401 bad signature (never echoing a digest), 413 over GitHub's 25 MB cap;
+- 503 when Redis cannot record the work, so GitHub's delivery log shows the failure.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import redis
 from starlette.concurrency import run_in_threadpool
@@ -16,12 +21,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from pipeline import metrics
+from pipeline.apps import with_stored
 from pipeline.core.config import Config
-from pipeline.core.github import Decision, Delivery, Push, plan_push, verify_signature
+from pipeline.core.github import (
+    Decision,
+    Delivery,
+    Push,
+    Release,
+    plan_other,
+    plan_push,
+    plan_release,
+    verify_signature,
+)
 from pipeline.errors import PayloadTooLarge, WebhookError
-from pipeline.queueing import enqueue_deployment
+from pipeline.intake import record
 from pipeline.settings import Settings
-from pipeline.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -51,37 +65,32 @@ async def receive(request: Request) -> JSONResponse:
     return response
 
 
-# A refused delivery is counted under this event: its X-GitHub-Event header is unverified, and
-# counting arbitrary header values would let anyone add metric series.
+# A delivery refused before its signature checked out is counted under this event: its
+# X-GitHub-Event header is unverified, and counting any header value would let anyone add
+# metric series.
 UNVERIFIED = "unverified"
 
 
 async def answer(request: Request) -> tuple[str, str, JSONResponse]:
     """The response to one delivery, with its event and outcome for the delivery metrics."""
     settings: Settings = request.app.state.settings
+    event = UNVERIFIED
     try:
         body = await read_body(request)
         verify_signature(body, request.headers.get("x-hub-signature-256"), settings.webhook_secret)
         delivery = Delivery.from_request(request.headers, body)
+        event = delivery.event
+        if event == "ping":
+            return event, "ping", _pong(delivery)
+        # Apps created through the admin API deploy on push like those in nephelios.yml.
+        config = with_stored(settings, request.app.state.config)
+        decisions = plan(delivery, config)
     except WebhookError as exc:
         log.info("webhook refused (%d): %s", exc.status, exc)
-        return UNVERIFIED, "refused", JSONResponse({"error": str(exc)}, status_code=exc.status)
-
-    event = delivery.event
-    if event == "ping":
-        pong = {"delivery": delivery.delivery_id, "event": "ping", "pong": True}
-        return event, "ping", JSONResponse(pong)
-    if event != "push":
-        return event, "ignored", _ignored(delivery, f"event {event!r} does not deploy anything")
-    try:
-        push = Push.from_delivery(delivery)
-    except WebhookError as exc:
         return event, "refused", JSONResponse({"error": str(exc)}, status_code=exc.status)
 
-    config: Config = request.app.state.config
-    decisions = plan_push(push, config.apps.values())
-    if not decisions:
-        return event, "ignored", _ignored(delivery, f"no app is configured for {push.repository}")
+    if not any(d.queue for d in decisions):
+        return event, "ignored", _ignored(delivery, decisions)
     try:
         outcome = await run_in_threadpool(
             record, request.app.state.redis, settings, config, delivery, decisions
@@ -90,69 +99,43 @@ async def answer(request: Request) -> tuple[str, str, JSONResponse]:
         log.error("delivery %s: cannot record work: %s", delivery.delivery_id, exc)
         unavailable = JSONResponse({"error": "queue unavailable; retry later"}, status_code=503)
         return event, "unavailable", unavailable
+    # A redelivery changes nothing: 200, where newly accepted work is 202.
     if outcome.get("duplicate"):
         return event, "duplicate", JSONResponse(outcome, status_code=200)
-    if any(d.queue for d in decisions):
-        return event, "queued", JSONResponse(outcome, status_code=202)
-    return event, "ignored", JSONResponse(outcome, status_code=200)
+    return event, "queued", JSONResponse(outcome, status_code=202)
 
 
-def _ignored(delivery: Delivery, reason: str) -> JSONResponse:
-    body = {"delivery": delivery.delivery_id, "event": delivery.event, "ignored": reason}
+def plan(delivery: Delivery, config: Config) -> list[Decision]:
+    """Every app the delivery's repository builds, each with what this event means for it."""
+    apps = config.apps.values()
+    if delivery.event == "push":
+        return plan_push(Push.from_delivery(delivery), apps)
+    if delivery.event == "release":
+        return plan_release(Release.from_delivery(delivery), apps)
+    return plan_other(delivery, apps)
+
+
+def _pong(delivery: Delivery) -> JSONResponse:
+    # Organisation hooks ping without a repository; the hook's target is named instead.
+    hook = delivery.payload.get("hook")
+    target = hook.get("type") if isinstance(hook, dict) else None
+    body = {"delivery": delivery.delivery_id, "event": "ping", "pong": True}
+    body["hook_type"] = target if isinstance(target, str) else "unknown"
+    return JSONResponse(body, status_code=200)
+
+
+def _ignored(delivery: Delivery, decisions: list[Decision]) -> JSONResponse:
+    """Nothing to queue: 202 with the reason, overall and per app, and no Redis write."""
+    if decisions:
+        reason = "no app is deployed by this delivery"
+    elif delivery.event in ("push", "release"):
+        reason = f"no app is configured for {delivery.repository}"
+    else:
+        reason = f"event {delivery.event!r} does not deploy anything"
+    body = {
+        "delivery": delivery.delivery_id,
+        "event": delivery.event,
+        "ignored": reason,
+        "apps": [{"app": d.app, "status": "ignored", "reason": d.reason} for d in decisions],
+    }
     return JSONResponse(body, status_code=202)
-
-
-def record(
-    connection: redis.Redis,
-    settings: Settings,
-    config: Config,
-    delivery: Delivery,
-    decisions: list[Decision],
-) -> dict[str, Any]:
-    """Remember the delivery id and enqueue one deployment per queued decision."""
-    body: dict[str, Any] = {"delivery": delivery.delivery_id, "event": delivery.event}
-    store = Store(connection)
-    wanted = [d for d in decisions if d.queue]
-    if wanted and not store.accept_delivery(delivery.delivery_id):
-        body["duplicate"] = True
-        body["apps"] = [{"app": d.app, "status": "duplicate"} for d in wanted]
-        return body
-    apps = []
-    try:
-        for decision in decisions:
-            if not decision.queue:
-                apps.append({"app": decision.app, "status": "ignored", "reason": decision.reason})
-                continue
-            assert decision.commit and decision.ref
-            deployment = enqueue_deployment(
-                connection,
-                settings.queue_name,
-                config.apps[decision.app],
-                decision.commit,
-                decision.ref,
-                trigger=f"delivery:{delivery.delivery_id}",
-            )
-            apps.append(
-                {
-                    "app": decision.app,
-                    "status": "queued",
-                    "deployment": deployment.id,
-                    "commit": decision.commit,
-                }
-            )
-            log.info(
-                "delivery %s: queued %s %s as %s",
-                delivery.delivery_id,
-                decision.app,
-                decision.commit[:12],
-                deployment.id,
-            )
-    except redis.RedisError:
-        # Let GitHub's redelivery try again rather than answer a duplicate next time.
-        try:
-            store.forget_delivery(delivery.delivery_id)
-        except redis.RedisError:
-            log.warning("delivery %s: could not forget the id", delivery.delivery_id)
-        raise
-    body["apps"] = apps
-    return body

@@ -66,6 +66,10 @@ class App:
     env: Mapping[str, str] = field(default_factory=dict)
     git_url: str | None = None
     build_timeout_s: int = 1800
+    # Which GitHub events deploy the app beyond pushes to `branch` (see parse_intake_keys).
+    tags: tuple[str, ...] = ()
+    releases: bool = False
+    paths: tuple[str, ...] = ()
 
     def clone_url(self, platform: Platform) -> str:
         if self.git_url:
@@ -102,6 +106,10 @@ APP_KEYS = {
     "env",
     "git_url",
     "build_timeout_s",
+    # intake: which events deploy the app (parse_intake_keys)
+    "tags",
+    "releases",
+    "paths",
 }
 
 
@@ -171,7 +179,48 @@ def parse_app(
         build_timeout_s=_int(
             source, f"{key}.build_timeout_s", raw.get("build_timeout_s", 1800), 10, 24 * 3600
         ),
+        **parse_intake_keys(source, key, raw),
     )
+
+
+# --- intake keys: which GitHub events deploy an app -------------------------------------
+# Tag names follow git's ref rules like branches; paths are repository-relative globs.
+TAG_RE = BRANCH_RE
+PATH_GLOB_RE = re.compile(r"^(?!/)(?!.*(?:^|/)\.\.(?:/|$))[^\x00-\x1f]{1,300}$")
+
+
+def parse_intake_keys(source: str, key: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """`tags` (tag globs), `releases` (bool) and `paths` (file globs) of one app."""
+    releases = raw.get("releases", False)
+    if not isinstance(releases, bool):
+        raise ConfigError(source, f"{key}.releases", releases, "expected true or false")
+    return {
+        "tags": _globs(source, f"{key}.tags", raw.get("tags"), TAG_RE, "a tag name or glob"),
+        "releases": releases,
+        "paths": _globs(
+            source, f"{key}.paths", raw.get("paths"), PATH_GLOB_RE, "a relative path or glob"
+        ),
+    }
+
+
+def _globs(
+    source: str, key: str, value: object, pattern: re.Pattern[str], what: str
+) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items: list[Any] = [value] if isinstance(value, str) else value  # type: ignore[assignment]
+    if not isinstance(items, list) or not items:
+        raise ConfigError(source, key, value, f"expected {what} or a non-empty list of them")
+    globs = []
+    for index, item in enumerate(items):
+        glob = _string(source, f"{key}[{index}]", item)
+        if not pattern.match(glob):
+            raise ConfigError(source, f"{key}[{index}]", item, f"not {what}")
+        globs.append(glob)
+    return tuple(dict.fromkeys(globs))
+
+
+# --- end of intake keys -----------------------------------------------------------------
 
 
 def _parse_platform(source: str, raw: object) -> Platform:

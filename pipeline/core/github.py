@@ -1,8 +1,13 @@
-"""GitHub webhook deliveries: signature check, parsing, and which apps a push deploys.
+"""GitHub webhook deliveries: signature check, parsing, and which apps an event deploys.
 
 Pure functions over bytes, header mappings and config; no HTTP framework, no Redis. The
-receiver reads the raw body once, calls `verify_signature`, then `parse_delivery`, then
-`plan_push` for each app, and acts on the decisions.
+receiver reads the raw body once, calls `verify_signature`, then `Delivery.from_request`,
+then `plan_push`, `plan_release` or `plan_other`, which return one `Decision` per app of the
+repository (queue a commit or a release tag, or ignore with a reason), and acts on them.
+
+Rules: deletions and skip markers deploy nothing; a tag push deploys only apps with matching
+`tags`; a release deploys apps with `releases` on `published` only; an app with `paths`
+deploys when a listed file matches, or when the lists may be incomplete (safe side).
 
 Follows https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries
 and https://docs.github.com/en/webhooks/webhook-events-and-payloads#push
@@ -103,16 +108,30 @@ def _decode_body(content_type: str, body: bytes) -> Mapping[str, Any]:
     return payload
 
 
+# GitHub lists at most 2048 commits in a push payload
+# (https://docs.github.com/en/webhooks/webhook-events-and-payloads#push), and a comparison
+# shows at most 3000 files; at either size the file lists may be cut short.
+MAX_LISTED_COMMITS = 2048
+MAX_LISTED_FILES = 3000
+FILE_LIST_KINDS = ("added", "removed", "modified")
+
+
 @dataclass(frozen=True)
 class Push:
-    """The fields of a push event that deciding needs."""
+    """The fields of a push event that deciding needs.
+
+    `commit` is what a deploy builds: `after` for a branch, and for a tag the commit it
+    points to (`head_commit.id`), since `after` of an annotated tag is the tag object.
+    `paths_unknown` says why the listed files may not cover everything the push changed.
+    """
 
     repository: str
     ref: str
-    after: str
+    commit: str
     deleted: bool
     head_message: str
     changed_paths: frozenset[str] = field(default_factory=frozenset)
+    paths_unknown: str = ""
 
     @classmethod
     def from_delivery(cls, delivery: Delivery) -> Push:
@@ -125,19 +144,29 @@ class Push:
         if not SHA_RE.match(after):
             raise WebhookError("push payload 'after' is not a 40-hex commit id")
         head = payload.get("head_commit")
-        message = head.get("message", "") if isinstance(head, dict) else ""
+        head = head if isinstance(head, dict) else {}
+        message = head.get("message", "")
+        head_id = head.get("id")
+        commit = after
+        if ref.startswith("refs/tags/") and isinstance(head_id, str) and SHA_RE.match(head_id):
+            commit = head_id
         return cls(
             repository=repository,
             ref=ref,
-            after=after,
+            commit=commit,
             deleted=bool(payload.get("deleted")) or after == ZERO_SHA,
             head_message=message if isinstance(message, str) else "",
             changed_paths=frozenset(_changed_paths(payload.get("commits"))),
+            paths_unknown=_why_paths_unknown(payload),
         )
 
     @property
     def branch(self) -> str | None:
         return self.ref.removeprefix("refs/heads/") if self.ref.startswith("refs/heads/") else None
+
+    @property
+    def tag(self) -> str | None:
+        return self.ref.removeprefix("refs/tags/") if self.ref.startswith("refs/tags/") else None
 
 
 def _changed_paths(commits: object) -> Iterable[str]:
@@ -146,15 +175,49 @@ def _changed_paths(commits: object) -> Iterable[str]:
     for commit in commits:
         if not isinstance(commit, dict):
             continue
-        for kind in ("added", "removed", "modified"):
+        for kind in FILE_LIST_KINDS:
             paths = commit.get(kind)
             if isinstance(paths, list):
                 yield from (p for p in paths if isinstance(p, str))
 
 
+def _why_paths_unknown(payload: Mapping[str, Any]) -> str:
+    """Why the payload's file lists may miss a change; empty when they are complete."""
+    commits = payload.get("commits")
+    if not isinstance(commits, list) or not commits:
+        return "the push lists no commits"
+    if payload.get("forced"):
+        # A force push can drop commits; what they changed shows in no listed commit.
+        return "a forced push can change files no listed commit shows"
+    if payload.get("created"):
+        return "a new ref lists only commits new to the repository"
+    if len(commits) >= MAX_LISTED_COMMITS:
+        return f"GitHub lists at most {MAX_LISTED_COMMITS} commits of a push"
+    for commit in commits:
+        lists = [commit.get(kind) for kind in FILE_LIST_KINDS] if isinstance(commit, dict) else []
+        listed = [paths for paths in lists if isinstance(paths, list)]
+        if not listed or len(listed) != len(lists):
+            return "a listed commit carries no file lists"
+        if sum(len(paths) for paths in listed) >= MAX_LISTED_FILES:
+            return f"a commit lists {MAX_LISTED_FILES} or more files, where GitHub cuts lists"
+    return ""
+
+
+def path_matches(path: str, globs: Iterable[str]) -> bool:
+    """A glob matches a path as fnmatch does (`*` crosses `/`), or names a folder above it."""
+    for glob in globs:
+        if fnmatch.fnmatchcase(path, glob) or path.startswith(glob.rstrip("/") + "/"):
+            return True
+    return False
+
+
 @dataclass(frozen=True)
 class Decision:
-    """What a delivery means for one app: queue `commit` of `ref`, or ignore with a reason."""
+    """What a delivery means for one app: queue `commit` of `ref`, or ignore with a reason.
+
+    A release decision has `ref` (the tag) but no `commit`: GitHub does not send the tagged
+    commit, and resolving it is a git call that does not belong in the request.
+    """
 
     app: str
     queue: bool
@@ -163,27 +226,110 @@ class Decision:
     ref: str | None = None
 
 
+def _ignore(app: App, reason: str) -> Decision:
+    return Decision(app=app.name, queue=False, reason=reason)
+
+
+def apps_of(repository: str, apps: Iterable[App]) -> list[App]:
+    return [app for app in apps if app.repo.lower() == repository.lower()]
+
+
 def plan_push(push: Push, apps: Iterable[App]) -> list[Decision]:
     """Decide, for every app built from the pushed repository, whether this push deploys it."""
-    decisions = []
-    for app in apps:
-        if app.repo.lower() != push.repository.lower():
-            continue
-        decisions.append(_decide(push, app))
-    return decisions
+    return [_decide(push, app) for app in apps_of(push.repository, apps)]
 
 
 def _decide(push: Push, app: App) -> Decision:
-    def ignore(reason: str) -> Decision:
-        return Decision(app=app.name, queue=False, reason=reason)
-
     if push.deleted:
-        return ignore("the ref was deleted")
+        return _ignore(app, "the ref was deleted")
+    if push.tag is not None:
+        return _decide_tag(push, push.tag, app)
     branch = push.branch
     if branch is None:
-        return ignore(f"{push.ref} is not a branch")
+        return _ignore(app, f"{push.ref} is neither a branch nor a tag")
     if not fnmatch.fnmatchcase(branch, app.branch):
-        return ignore(f"branch {branch!r} does not match {app.branch!r}")
+        return _ignore(app, f"branch {branch!r} does not match {app.branch!r}")
     if SKIP_RE.search(push.head_message):
-        return ignore("the head commit asks to skip deploys")
-    return Decision(app=app.name, queue=True, reason="queued", commit=push.after, ref=push.ref)
+        return _ignore(app, "the head commit asks to skip deploys")
+    reason = "queued"
+    if app.paths:
+        if push.paths_unknown:
+            reason = f"queued: file lists may be incomplete ({push.paths_unknown})"
+        elif not any(path_matches(path, app.paths) for path in push.changed_paths):
+            return _ignore(app, f"no changed file matches paths {list(app.paths)}")
+    return Decision(app.name, queue=True, reason=reason, commit=push.commit, ref=push.ref)
+
+
+def _decide_tag(push: Push, tag: str, app: App) -> Decision:
+    # A tag names a release on purpose, so `paths` does not filter it: tag pushes usually
+    # list no commits at all.
+    if not app.tags:
+        return _ignore(app, f"tag {tag!r}: this app does not deploy tags")
+    if not any(fnmatch.fnmatchcase(tag, glob) for glob in app.tags):
+        return _ignore(app, f"tag {tag!r} does not match {list(app.tags)}")
+    if SKIP_RE.search(push.head_message):
+        return _ignore(app, "the tagged commit asks to skip deploys")
+    return Decision(app.name, queue=True, reason="queued", commit=push.commit, ref=push.ref)
+
+
+@dataclass(frozen=True)
+class Release:
+    """The fields of a release event that deciding needs."""
+
+    repository: str
+    action: str
+    release_id: int
+    tag: str
+    draft: bool
+    prerelease: bool
+
+    @classmethod
+    def from_delivery(cls, delivery: Delivery) -> Release:
+        release = delivery.payload.get("release")
+        action = delivery.payload.get("action")
+        if delivery.repository is None or not isinstance(release, dict):
+            raise WebhookError("release payload lacks repository.full_name or release")
+        release_id, tag = release.get("id"), release.get("tag_name")
+        if not isinstance(action, str) or not isinstance(tag, str) or not tag:
+            raise WebhookError("release payload lacks action or release.tag_name")
+        if not isinstance(release_id, int) or isinstance(release_id, bool):
+            raise WebhookError("release payload lacks a numeric release.id")
+        if not TAG_NAME_RE.match(tag):
+            raise WebhookError("release.tag_name is not a usable tag name")
+        return cls(
+            repository=delivery.repository,
+            action=action,
+            release_id=release_id,
+            tag=tag,
+            draft=bool(release.get("draft")),
+            prerelease=bool(release.get("prerelease")),
+        )
+
+
+# git's ref rules, narrowed: no leading '-', no '..', no control or shell-special characters.
+TAG_NAME_RE = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/+@-]{1,200}$")
+
+
+def plan_release(release: Release, apps: Iterable[App]) -> list[Decision]:
+    """Only `published` deploys, so the created/published/released trio deploys once."""
+    return [_decide_release(release, app) for app in apps_of(release.repository, apps)]
+
+
+def _decide_release(release: Release, app: App) -> Decision:
+    if not app.releases:
+        return _ignore(app, "this app does not deploy releases")
+    if release.action != "published":
+        return _ignore(app, f"release {release.action!r}: only 'published' deploys")
+    if release.draft:
+        return _ignore(app, "the release is a draft")
+    if release.prerelease:
+        return _ignore(app, "the release is a prerelease; only full releases deploy")
+    ref = f"refs/tags/{release.tag}"
+    return Decision(app.name, queue=True, reason="queued", ref=ref)
+
+
+def plan_other(delivery: Delivery, apps: Iterable[App]) -> list[Decision]:
+    """Events that never deploy: every app of the repository, ignored with the reason."""
+    reason = f"event {delivery.event!r} does not deploy anything"
+    repository = delivery.repository
+    return [_ignore(app, reason) for app in apps_of(repository, apps)] if repository else []

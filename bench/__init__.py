@@ -1,0 +1,1 @@
+"""Benchmarks of Nephelios on the real engine; `./run bench` runs them all."""

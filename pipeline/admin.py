@@ -1,0 +1,140 @@
+"""What the admin calls do to git, Swarm and the image store, thinly.
+
+Resolving a branch head (`git ls-remote`), scaling a service (docker-py), removing an app's
+stack, networks and images and waiting until Swarm has let go of them, reading an app's live
+state, and choosing the image a rollback goes back to. Deciding what a request means is left
+to `pipeline.core.admin`; queueing goes through `pipeline.queueing` and `pipeline.rollback`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import docker
+import docker.errors
+import git
+
+from pipeline import engine
+from pipeline.core.admin import choose_rollback
+from pipeline.core.config import App, Platform
+from pipeline.core.deployment import Deployment
+from pipeline.core.render import STACK_SERVICE
+from pipeline.errors import Conflict, Unprocessable
+from pipeline.store import KEEP_DEPLOYMENTS, Store
+
+log = logging.getLogger(__name__)
+
+LS_REMOTE_TIMEOUT_S = 30
+REMOVE_TIMEOUT_S = 90.0
+POLL_S = 0.25
+STACK_LABEL = "com.docker.stack.namespace"
+
+
+def service_name(app: str) -> str:
+    return f"{app}_{STACK_SERVICE}"
+
+
+def resolve_ref(url: str, ref: str) -> str:
+    """The commit a branch (or else a tag) names in the repository at `url`."""
+    if url.startswith("-"):
+        raise Unprocessable("refusing a repository URL that starts with '-'")
+    wanted = [f"refs/heads/{ref}", f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}"]
+    # No prompt for credentials: an admin call must fail, not hang on a terminal.
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false"}
+    try:
+        output = git.cmd.Git().execute(
+            ["git", "ls-remote", "--", url, f"refs/heads/{ref}", f"refs/tags/{ref}*"],
+            env=env,
+            kill_after_timeout=LS_REMOTE_TIMEOUT_S,
+        )
+    except git.GitCommandError as exc:
+        stderr = (str(exc.stderr or "").strip().splitlines() or [f"exit {exc.status}"])[-1]
+        reason = stderr.removeprefix("stderr: ").strip(" '")
+        raise Unprocessable(f"cannot read the repository: {reason}") from exc
+    refs: dict[str, str] = {}
+    for line in str(output).splitlines():
+        sha, _, name = line.partition("\t")
+        refs[name.strip()] = sha.strip()
+    for name in wanted:
+        if name in refs:
+            return refs[name]
+    raise Unprocessable(f"the repository has no branch or tag {ref!r}")
+
+
+def scale(client: docker.DockerClient, app: str, replicas: int) -> None:
+    """Set the service's replica count; the stack file keeps it (see rollout.desired_replicas)."""
+    try:
+        service = client.services.get(service_name(app))
+    except docker.errors.NotFound as exc:
+        raise Conflict(f"app {app!r} has no running service yet; deploy it first") from exc
+    if not service.scale(replicas):
+        raise Conflict(f"Swarm did not accept scaling {app!r}")
+
+
+def remove(client: docker.DockerClient, app: str, timeout_s: float = REMOVE_TIMEOUT_S) -> list[str]:
+    """Take the app's stack down, wait until Swarm let go, drop its networks and images."""
+    in_stack = {"label": f"{STACK_LABEL}={app}"}
+    engine.stack_rm(app)
+    deadline = time.monotonic() + timeout_s
+    while client.api.services(filters=in_stack) or client.api.containers(
+        all=True, filters=in_stack
+    ):
+        if time.monotonic() > deadline:
+            raise Conflict(f"Swarm still runs parts of {app!r} after {timeout_s:.0f}s")
+        time.sleep(POLL_S)
+    for network in client.networks.list(filters=in_stack):
+        network.remove()
+    removed: list[str] = []
+    for image in client.images.list(filters={"label": f"{engine.APP_LABEL}={app}"}):
+        client.images.remove(image.id, force=True)
+        removed.extend(image.tags or [image.short_id])
+    return removed
+
+
+def live_state(client: docker.DockerClient, app: App, platform: Platform) -> dict[str, Any]:
+    """What Swarm runs for the app now: image, commit, replicas desired and running, URLs."""
+    suffix = "" if platform.http_port == 80 else f":{platform.http_port}"
+    state: dict[str, Any] = {
+        "urls": [f"http://{domain}{suffix}/" for domain in app.domains],
+        "deployed": False,
+    }
+    service = engine.inspect_service(client, service_name(app.name))
+    if service is None:
+        return state
+    spec = service.get("Spec", {})
+    labels = spec.get("Labels", {})
+    tasks = client.api.tasks(
+        filters={"service": service_name(app.name), "desired-state": "running"}
+    )
+    running = [t for t in tasks if t.get("Status", {}).get("State") == "running"]
+    state.update(
+        deployed=True,
+        image=spec.get("TaskTemplate", {}).get("ContainerSpec", {}).get("Image", "").split("@")[0],
+        commit=labels.get(engine.COMMIT_LABEL, ""),
+        deployment=labels.get(engine.DEPLOYMENT_LABEL, ""),
+        replicas={
+            "desired": spec.get("Mode", {}).get("Replicated", {}).get("Replicas", 0),
+            "running": len(running),
+        },
+    )
+    return state
+
+
+def rollback_target(client: docker.DockerClient, store: Store, app: App) -> Deployment:
+    """The deployment a rollback goes back to (see `choose_rollback`); refused when none."""
+    service = engine.inspect_service(client, service_name(app.name))
+    if service is None:
+        raise Conflict(f"app {app.name!r} is not deployed; nothing to roll back")
+    live_image = service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0]
+    local = {
+        tag
+        for image in client.images.list(filters={"label": f"{engine.APP_LABEL}={app.name}"})
+        for tag in image.tags
+    }
+    target = choose_rollback(store.recent(app.name, count=KEEP_DEPLOYMENTS), live_image, local)
+    if target is None:
+        raise Unprocessable(f"app {app.name!r} has no earlier good image to roll back to")
+    return target

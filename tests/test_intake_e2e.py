@@ -1,0 +1,81 @@
+"""A published release goes live on the real engine: the worker resolves the tag, then deploys.
+
+The branch moves on after the tag, so the test shows that the tagged commit is what runs,
+not the branch tip.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+from rq.job import Job
+from starlette.testclient import TestClient
+
+from pipeline.core.config import load_config
+from pipeline.settings import Settings
+from pipeline.store import Store
+from tests.conftest import EDGE_NETWORK, TEST_DOMAIN
+from tests.support import (
+    GitRepo,
+    delivery_headers,
+    encode,
+    push_tag,
+    release_payload,
+    wait_until,
+)
+from tests.test_e2e import fetch, finished
+from webhooks.app import create_app
+
+pytestmark = pytest.mark.docker
+SECRET = "e2e-release-secret"
+
+
+def resolved(redis_conn: redis.Redis, job_id: str) -> dict[str, Any] | None:
+    job = Job.fetch(job_id, connection=redis_conn)
+    result = job.return_value()
+    return result if isinstance(result, dict) else None
+
+
+def test_published_release_deploys_the_tagged_commit(
+    tmp_path: Path,
+    edge: int,
+    redis_conn: redis.Redis,
+    worker: subprocess.Popen[bytes],
+    worker_env: dict[str, str],
+    cleanup_stack: str,
+) -> None:
+    app = cleanup_stack
+    repo = GitRepo(tmp_path / "github")
+    tagged = repo.commit({"index.html": "<h1>release 1.0.0</h1>\n"}, "release 1.0.0")
+    push_tag(repo, "1.0.0", "first release")
+    repo.commit({"index.html": "<h1>unreleased work</h1>\n"}, "work after the release")
+    config_path = Path(worker_env["NEPHELIOS_CONFIG"])
+    platform = {"domain": TEST_DOMAIN, "edge_network": EDGE_NETWORK, "http_port": edge}
+    apps = {app: {"repo": "acme/tool", "port": 8080, "releases": True, "git_url": str(repo.bare)}}
+    config_path.write_text(yaml.safe_dump({"platform": platform, "apps": apps}))
+    settings = Settings(
+        webhook_secret=SECRET,
+        queue_name=worker_env["NEPHELIOS_QUEUE"],
+        state_dir=tmp_path / "receiver",
+    )
+    receiver = TestClient(create_app(settings, load_config(config_path), redis_conn))
+
+    body = encode(release_payload("acme/tool", "published", "1.0.0"))
+    headers = delivery_headers(body, SECRET, event="release")
+    response = receiver.post("/webhooks/github", content=body, headers=headers)
+    assert response.status_code == 202, response.text
+    job_id = response.json()["apps"][0]["job"]
+
+    outcome = wait_until(lambda: resolved(redis_conn, job_id), 60, "the tag to be resolved")
+    assert (outcome["status"], outcome["commit"]) == ("queued", tagged)
+    host = f"{app}.{TEST_DOMAIN}"
+    wait_until(lambda: "release 1.0.0" in fetch(edge, host), 180, f"{host} to serve 1.0.0")
+    store = Store(redis_conn)
+    deployment = wait_until(lambda: finished(store, outcome["deployment"]), 60, "the record")
+    assert deployment.status == "succeeded", deployment.error
+    assert (deployment.commit, deployment.ref) == (tagged, "refs/tags/1.0.0")
