@@ -66,12 +66,8 @@ class Context:
 
     @property
     def fields(self) -> dict[str, str]:
-        """Who a log line is about; `trigger` is `delivery:<id>` for a webhook push."""
-        found = {"app": self.app.name, "deployment": self.deployment.id}
-        source, _, delivery = self.deployment.trigger.partition(":")
-        if source == "delivery" and delivery:
-            found["delivery"] = delivery
-        return found
+        """Who a log line is about: app, deployment and, for a push, the delivery id."""
+        return states.log_fields(self.app.name, self.deployment.id, self.deployment.trigger)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:

@@ -8,6 +8,7 @@ A local bare repository plays GitHub; the receiver runs in-process; a real `neph
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -56,8 +57,10 @@ def test_a_deploy_moves_metrics_sends_a_notice_and_logs_each_phase(
     json_worker: Path,
     cleanup_stack: str,
     ops_port: Callable[[int], int],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     app = cleanup_stack
+    caplog.set_level(logging.INFO, logger="pipeline.intake")
     sink = Sink(ops_port(50))
     repo = GitRepo(tmp_path / "github")
     config_path = Path(worker_env["NEPHELIOS_CONFIG"])
@@ -77,6 +80,8 @@ def test_a_deploy_moves_metrics_sends_a_notice_and_logs_each_phase(
     )
     assert response.status_code == 202, response.text
     deployment_id = response.json()["apps"][0]["deployment"]
+    queued = [r for r in caplog.records if getattr(r, "deployment", "") == deployment_id]
+    assert [(r.app, r.delivery) for r in queued] == [(app, "gh-77")]  # type: ignore[attr-defined]
     wait_until(lambda: "<h1>ops</h1>" in fetch(edge, f"{app}.{TEST_DOMAIN}"), 180, "the app")
     store = Store(redis_conn)
     deployment = wait_until(lambda: finished(store, deployment_id), 60, "the record")
