@@ -176,9 +176,15 @@ def test_children_do_not_outlive_a_killed_up(up_env: dict[str, str], tmp_path: P
     wait_until(lambda: not redis_server.answers(embedded), 30, "the embedded Redis to go")
 
 
-def test_up_says_in_one_line_when_docker_is_missing(tmp_path: Path) -> None:
-    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/docker.sock"}
-    env["NEPHELIOS_STATE_DIR"] = str(tmp_path / "state")
+@pytest.mark.parametrize("engine", ["missing", "unreachable"])
+def test_up_says_in_one_line_when_docker_is_missing_or_unreachable(
+    tmp_path: Path, ops_port: Callable[[int], int], engine: str
+) -> None:
+    port = ops_port(33)
+    docker_host = (
+        f"unix://{tmp_path}/docker.sock" if engine == "missing" else f"tcp://127.0.0.1:{port}"
+    )
+    env = {**os.environ, "DOCKER_HOST": docker_host, "NEPHELIOS_STATE_DIR": str(tmp_path / "s")}
     result = subprocess.run(
         [sys.executable, "-m", "webhooks.cli", "up"],
         env=env,
@@ -188,11 +194,14 @@ def test_up_says_in_one_line_when_docker_is_missing(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 2
-    assert result.stderr == (
-        f"nephelios: no Docker engine: {tmp_path}/docker.sock does not exist "
-        "(install Docker, e.g. apt-get install docker.io, and start dockerd)\n"
-    )
-    assert not (tmp_path / "state").exists()
+    expected = {
+        "missing": f"nephelios: no Docker engine: {tmp_path}/docker.sock does not exist "
+        "(install Docker, e.g. apt-get install docker.io, and start dockerd)\n",
+        "unreachable": f"nephelios: the Docker engine at tcp://127.0.0.1:{port} does not "
+        "answer (is dockerd running?): Connection refused\n",
+    }
+    assert result.stderr == expected[engine]
+    assert not (tmp_path / "s").exists()
 
 
 def test_embedded_redis_is_refused_for_a_remote_url(tmp_path: Path) -> None:
