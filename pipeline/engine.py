@@ -42,8 +42,13 @@ def build_image(
     dockerfile: str,
     on_line: Callable[[str], None],
     timeout_s: int,
+    target: str | None = None,
+    buildargs: Mapping[str, str] | None = None,
 ) -> str:
-    """Build `context` as `tag`, streaming each log line to `on_line`; return the image id."""
+    """Build `context` as `tag`, streaming each log line to `on_line`; return the image id.
+
+    `target` and `buildargs` are the app's build options (a stage, `--build-arg`s).
+    """
     lines: list[str] = []
     image_id = ""
     # The read timeout covers a quiet step (a long RUN that prints nothing), so it must be
@@ -59,6 +64,8 @@ def build_image(
         pull=False,
         decode=True,
         timeout=timeout_s,
+        target=target,
+        buildargs=dict(buildargs or {}),
     )
     try:
         for chunk in chunks:
@@ -185,3 +192,9 @@ def prune_images(engine: docker.DockerClient, app: str, keep: int, live: set[str
             continue
         removed.extend(image.tags or [image.short_id])
     return removed
+
+
+def image_argv(engine: docker.DockerClient, tag: str) -> tuple[list[str], list[str]]:
+    """The image's Entrypoint and Cmd, for a stack that wraps the entrypoint."""
+    config = engine.images.get(tag).attrs.get("Config") or {}
+    return list(config.get("Entrypoint") or []), list(config.get("Cmd") or [])

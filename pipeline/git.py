@@ -61,10 +61,17 @@ def has_file(repo: git.Repo, commit: str, path: str) -> bool:
     return True
 
 
-def build_context(repo: git.Repo, commit: str, extra: dict[str, str]) -> IO[bytes]:
-    """A tar of the commit's tree (no .git), plus `extra` files such as a generated Dockerfile."""
+def build_context(
+    repo: git.Repo, commit: str, extra: dict[str, str], subdir: str = "."
+) -> IO[bytes]:
+    """A tar of the commit's tree (no .git), plus `extra` files such as a generated Dockerfile.
+
+    `subdir` (a validated relative path) makes a directory of the commit the context, for
+    monorepos that build several images.
+    """
     buffer = io.BytesIO()
-    repo.git.archive("--format=tar", commit, output_stream=buffer)
+    tree = commit if subdir == "." else f"{commit}:{subdir}"
+    repo.git.archive("--format=tar", tree, output_stream=buffer)
     buffer.seek(0, io.SEEK_END)
     with tarfile.open(fileobj=_rewind(buffer), mode="a") as tar:
         for name, text in extra.items():

@@ -18,7 +18,7 @@ import docker
 import git
 from rq import get_current_job
 
-from pipeline import engine, metrics, notify
+from pipeline import appdata, engine, metrics, notify
 from pipeline import git as gitops
 from pipeline.apps import load_full_config
 from pipeline.core import deployment as states
@@ -26,7 +26,7 @@ from pipeline.core.config import App, Config, Platform
 from pipeline.core.deployment import Deployment
 from pipeline.core.render import STACK_SERVICE, render_dockerfile, render_stack
 from pipeline.core.rollout import CONFIG_REPLICAS_LABEL, desired_replicas, update_started_at
-from pipeline.errors import DeployError, RolloutError
+from pipeline.errors import BuildError, DeployError, RolloutError
 from pipeline.settings import Settings
 from pipeline.store import Store
 
@@ -137,7 +137,10 @@ def run(ctx: Context) -> None:
         engine.DEPLOYMENT_LABEL: deployment.id,
         CONFIG_REPLICAS_LABEL: str(app.replicas),
     }
-    stack_file = render_stack(app, platform, tag, replicas, labels)
+    secret_names = appdata.latest_secrets(ctx.engine, app.name) if app.secrets else {}
+    stack_file = render_stack(
+        app, platform, tag, replicas, labels, secret_names, *stack_image_argv(ctx, tag)
+    )
     ctx.log(f"docker stack deploy {app.name} ({replicas} replicas of {tag})")
     with ctx.phase("deploy"):
         engine.stack_deploy(app.name, stack_file, registry_auth=bool(platform.registry))
@@ -157,22 +160,45 @@ def run(ctx: Context) -> None:
     ctx.move(states.SUCCEEDED)
 
     removed = engine.prune_images(ctx.engine, app.name, platform.keep_images, live={tag})
+    removed += appdata.prune_secrets(ctx.engine, app.name, keep=set(secret_names.values()))
     if removed:
         ctx.log(f"pruned {', '.join(removed)}")
 
 
+def stack_image_argv(ctx: Context, tag: str) -> tuple[list[str], list[str]]:
+    # Only a stack that exports secrets as variables replaces the image's entrypoint, and
+    # then has to pass the image's own entrypoint and cmd on as arguments.
+    if not any(use.env for use in ctx.app.secrets.values()):
+        return [], []
+    return engine.image_argv(ctx.engine, tag)
+
+
 def build(ctx: Context, repo: git.Repo) -> str:
     app, platform, deployment = ctx.app, ctx.config.platform, ctx.deployment
+    options = app.build
+    if options.context != "." and not gitops.has_file(repo, deployment.commit, options.context):
+        raise BuildError(f"build context {options.context!r} is not in the commit")
     extra = {}
-    dockerfile = "Dockerfile"
-    if not gitops.has_file(repo, deployment.commit, "Dockerfile"):
+    dockerfile = options.dockerfile
+    in_repo = dockerfile if options.context == "." else f"{options.context}/{dockerfile}"
+    if not gitops.has_file(repo, deployment.commit, in_repo):
         dockerfile = GENERATED_DOCKERFILE
         extra[GENERATED_DOCKERFILE] = render_dockerfile(app, platform)
-        ctx.log(f"no Dockerfile in the repository; using the {app.type} template")
-    context = gitops.build_context(repo, deployment.commit, extra)
+        ctx.log(f"no {in_repo} in the repository; using the {app.type} template")
+    context = gitops.build_context(repo, deployment.commit, extra, options.context)
     tag = image_tag(app, platform, deployment.commit)
     labels = {engine.APP_LABEL: app.name, engine.COMMIT_LABEL: deployment.commit}
-    engine.build_image(ctx.engine, context, tag, labels, dockerfile, ctx.log, app.build_timeout_s)
+    engine.build_image(
+        ctx.engine,
+        context,
+        tag,
+        labels,
+        dockerfile,
+        ctx.log,
+        app.build_timeout_s,
+        target=options.target,
+        buildargs=options.args,
+    )
     if platform.registry:
         engine.push_image(ctx.engine, tag, ctx.log)
     return tag

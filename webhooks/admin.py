@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from pipeline import admin as ops
-from pipeline import engine
+from pipeline import appdata, engine
 from pipeline.apps import AppFile, stored_names, with_stored
 from pipeline.core import admin as checks
 from pipeline.core.config import APP_NAME_RE, App, Config
@@ -167,13 +167,24 @@ async def create(request: Request) -> JSONResponse:
     )
 
 
+def remove_app_volumes(client: docker.DockerClient, app: str) -> list[str]:
+    try:
+        return appdata.remove_volumes(client, app)
+    except appdata.VolumesInUse as exc:
+        raise Conflict(str(exc)) from exc
+
+
 @admin_call
 async def remove(request: Request) -> JSONResponse:
     settings: Settings = request.app.state.settings
-    name = checks.parse_remove(await json_body(request))
+    fields = await json_body(request)
+    name = checks.parse_remove(fields)
+    with_volumes = checks.remove_volumes_asked(fields)
     app = known_app(request, name)
     images = await run_in_threadpool(ops.remove, docker_of(request), app.name)
     body: dict[str, Any] = {"app_name": app.name, "removed": True, "images": images}
+    if with_volumes:  # app model (issue 8): volumes go only when asked for
+        body["volumes"] = await run_in_threadpool(remove_app_volumes, docker_of(request), app.name)
     if app.name in stored_names(settings):
         await run_in_threadpool(AppFile(settings.apps_file).remove, app.name)
         shutil.rmtree(settings.git_cache_dir / f"{app.name}.git", ignore_errors=True)

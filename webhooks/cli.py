@@ -81,6 +81,21 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     return up(settings, load(settings), args)
 
 
+# --- app model (issue 8): secrets and volumes ---
+def cmd_secret(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.apps import load_full_config
+    from webhooks.appcli import cmd_secret
+
+    # Apps made by the admin API may declare secrets too.
+    return cmd_secret(settings, load_full_config(settings), args)
+
+
+def cmd_volume(settings: Settings, args: argparse.Namespace) -> int:
+    from webhooks.appcli import cmd_volume
+
+    return cmd_volume(settings, load(settings), args)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="nephelios", description=__doc__.splitlines()[0])
     root.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -120,6 +135,13 @@ def parser() -> argparse.ArgumentParser:
     from webhooks.admin_cli import add_commands
 
     add_commands(commands)
+
+    # --- app model (issue 8) ---
+    from webhooks.appcli import add_parsers
+
+    add_parsers(commands)
+    commands.choices["secret"].set_defaults(func=cmd_secret)
+    commands.choices["volume"].set_defaults(func=cmd_volume)
     return root
 
 

@@ -58,6 +58,26 @@ def _object(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
     }
 
 
+# App model (issue 8): the nephelios.yml keys of README's app-model section, checked by
+# pipeline.core.appmodel (a bad value is a 400 naming the key).
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+APP_MODEL: dict[str, Any] = {
+    "path_prefixes": _STRINGS,
+    "strip_prefix": {"type": "boolean"},
+    "tls": {"type": "boolean"},
+    "health": {"type": "object"},
+    "resources": {"type": "object"},
+    "placement": _STRINGS,
+    "volumes": {"type": "object", "additionalProperties": {"type": "string"}},
+    "secrets": {"type": "object", "description": "NAME: {env: bool}; values via the CLI"},
+    "processes": {"type": "object"},
+    "build": {"type": "object"},
+    "install_command": {"type": "string"},
+    "build_command": {"type": "string"},
+    "run_command": {"type": "string"},
+    "app_workdir": {"type": "string"},
+}
+
 NAME_IN_PATH = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 
 CREATE = _object(
@@ -73,6 +93,7 @@ CREATE = _object(
         "domains": {"type": "array", "items": {"type": "string"}, "minItems": 1},
         "replicas": {"type": "integer", "minimum": 0},
         "env": {"type": "object", "additionalProperties": {"type": "string"}},
+        **APP_MODEL,
     },
     ["app_name", "github_url"],
 )
@@ -102,7 +123,9 @@ def _paths() -> dict[str, Any]:
         "/remove": {
             "post": {
                 "summary": "take the app's stack down, remove its images and stored entry",
-                "requestBody": _body(_object({"app_name": APP_NAME}, ["app_name"])),
+                "requestBody": _body(
+                    _object({"app_name": APP_NAME, "volumes": {"type": "boolean"}}, ["app_name"])
+                ),
                 "responses": {"200": {"description": "removed", **ANY_OBJECT}, **_refusals(404)},
             }
         },

@@ -13,12 +13,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.core.appmodel import MODEL_KEYS
 from pipeline.core.config import APP_NAME_RE, REPO_RE, App, Platform, parse_app
 from pipeline.core.deployment import SUCCEEDED, Deployment
 from pipeline.core.github import SHA_RE
 from pipeline.errors import AdminError, ConfigError
 
-CREATE_KEYS = ("app_name", "app_type", "github_url", "branch", "port", "domains", "replicas", "env")
+CREATE_KEYS = (
+    *("app_name", "app_type", "github_url", "branch", "port", "domains", "replicas", "env"),
+    # app model (issue 8): the same keys as nephelios.yml; secrets are names, set by the CLI
+    *sorted(MODEL_KEYS),
+)
 # Body key -> nephelios.yml key, for the keys whose names differ.
 YAML_KEYS = {"app_type": "type"}
 GITHUB_HTTPS_RE = re.compile(
@@ -149,7 +154,15 @@ def parse_scale(body: object, max_replicas: int) -> tuple[str, int]:
 
 
 def parse_remove(body: object) -> str:
-    return app_name(expect_object(body, ("app_name",)))
+    return app_name(expect_object(body, ("app_name", "volumes")))
+
+
+def remove_volumes_asked(body: Mapping[str, Any]) -> bool:
+    """`"volumes": true` in a `/remove` body also removes the app's named volumes."""
+    asked = body.get("volumes", False)
+    if not isinstance(asked, bool):
+        raise AdminError(f"volumes: expected true or false (got {asked!r})")
+    return asked
 
 
 @dataclass(frozen=True)

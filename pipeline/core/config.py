@@ -17,6 +17,17 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from pipeline.core.appmodel import (
+    MODEL_KEYS,
+    TLS,
+    BuildOptions,
+    Health,
+    Process,
+    Resources,
+    SecretUse,
+    parse_app_model,
+    parse_tls,
+)
 from pipeline.errors import ConfigError
 
 APP_TYPES = ("static", "python", "nodejs")
@@ -52,6 +63,8 @@ class Platform:
     traefik_image: str = "nephelios/traefik:local"
     base_images: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_BASE_IMAGES))
     notify: tuple[str, ...] = ()
+    # --- app model (issue 8): Let's Encrypt for every app; None keeps apps on plain HTTP
+    tls: TLS | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,24 @@ class App:
     tags: tuple[str, ...] = ()
     releases: bool = False
     paths: tuple[str, ...] = ()
+    # --- app model (issue 8), validated by pipeline.core.appmodel ---
+    path_prefixes: tuple[str, ...] = ()
+    strip_prefix: bool = False
+    tls: bool | None = None  # None: on when the platform has tls
+    health: Health | None = None
+    resources: Resources = field(default_factory=Resources)
+    placement: tuple[str, ...] = ()
+    volumes: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, SecretUse] = field(default_factory=dict)
+    processes: Mapping[str, Process] = field(default_factory=dict)
+    build: BuildOptions = field(default_factory=BuildOptions)
+    install_command: str | None = None
+    build_command: str | None = None
+    run_command: str | None = None
+    app_workdir: str | None = None
+
+    def uses_tls(self, platform: Platform) -> bool:
+        return platform.tls is not None and self.tls is not False
 
     def clone_url(self, platform: Platform) -> str:
         if self.git_url:
@@ -95,6 +126,7 @@ PLATFORM_KEYS = {
     "traefik_image",
     "base_images",
     "notify",
+    "tls",  # app model (issue 8)
 }
 APP_KEYS = {
     "repo",
@@ -110,7 +142,7 @@ APP_KEYS = {
     "tags",
     "releases",
     "paths",
-}
+} | MODEL_KEYS  # app model (issue 8): routing, TLS, health, resources, processes, build...
 
 
 def load_config(path: str | Path) -> Config:
@@ -180,6 +212,7 @@ def parse_app(
             source, f"{key}.build_timeout_s", raw.get("build_timeout_s", 1800), 10, 24 * 3600
         ),
         **parse_intake_keys(source, key, raw),
+        **parse_app_model(source, key, raw),  # app model (issue 8)
     )
 
 
@@ -256,6 +289,7 @@ def _parse_platform(source: str, raw: object) -> Platform:
         ),
         base_images=base_images,
         notify=_notify_urls(source, "platform.notify", raw.get("notify") or []),
+        tls=parse_tls(source, "platform.tls", raw.get("tls")),  # app model (issue 8)
     )
 
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
 import jinja2
 
+from pipeline.core.appmodel import Process
 from pipeline.core.config import App, Platform
+from pipeline.errors import DeployError
 
 STACK_SERVICE = "web"
 
@@ -58,11 +60,67 @@ def render_dockerfile(app: App, platform: Platform) -> str:
         app=app,
         base_image=platform.base_images[app.type],
         port=app.port,
+        workdir=app.app_workdir,
+        install_command=app.install_command,
+        build_command=app.build_command,
+        run_command=app.run_command,
     )
 
 
-def traefik_rule(domains: tuple[str, ...]) -> str:
-    return " || ".join(f"Host(`{domain}`)" for domain in domains)
+def traefik_rule(domains: tuple[str, ...], path_prefixes: tuple[str, ...] = ()) -> str:
+    hosts = " || ".join(f"Host(`{domain}`)" for domain in domains)
+    if not path_prefixes:
+        return hosts
+    # Traefik's PathPrefix is a plain string prefix (/api would match /apiary): match the
+    # prefix itself or anything below it.
+    paths = " || ".join(f"Path(`{p}`) || PathPrefix(`{p}/`)" for p in path_prefixes)
+    return f"({hosts}) && ({paths})"
+
+
+def health_test(app: App) -> list[str]:
+    """The healthcheck command for the app's `health`; [] leaves the image's own."""
+    if app.health is None:
+        return []
+    if app.health.command:
+        return ["CMD", *app.health.command]
+    url = f"http://127.0.0.1:{app.port}{app.health.path}"
+    # Images differ in what they carry: busybox has wget, Debian slim images python3 or
+    # node. The first probe that exists decides; a failing probe falls through to missing
+    # ones, which fail too. The path is validated to plain URL characters.
+    probes = [
+        f"wget -q -O /dev/null {url}",
+        f"curl -fsS -o /dev/null {url}",
+        f"python3 -c 'import urllib.request as u; u.urlopen(\"{url}\", timeout=5)'",
+        f"node -e 'fetch(\"{url}\").then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))'",
+    ]
+    return ["CMD-SHELL", " 2>/dev/null || ".join(probes)]
+
+
+def secret_script(app: App) -> str:
+    """Shell run before the app's command that exports secrets asked for as env vars."""
+    names = [name for name, use in sorted(app.secrets.items()) if use.env]
+    if not names:
+        return ""
+    # Names are validated identifiers, so they are safe in the script as written.
+    exports = "; ".join(f'export {name}="$(cat /run/secrets/{name})"' for name in names)
+    return f'{exports}; exec "$@"'
+
+
+def service_commands(
+    app: App, image_entrypoint: Sequence[str], image_cmd: Sequence[str]
+) -> dict[str, list[str] | None]:
+    """The `command` of each service of the stack; None keeps the image's CMD."""
+    wrapped = bool(secret_script(app))
+
+    def command(process: Process | None) -> list[str] | None:
+        if wrapped:
+            # The wrapper replaces the entrypoint, so the image's own comes back as argv.
+            return [*image_entrypoint, *(process.command if process else image_cmd)]
+        return list(process.command) if process else None
+
+    commands = {name: command(process) for name, process in app.processes.items()}
+    commands["web"] = command(None)
+    return commands
 
 
 def render_stack(
@@ -71,8 +129,21 @@ def render_stack(
     image: str,
     replicas: int,
     labels: Mapping[str, str],
+    secret_names: Mapping[str, str] | None = None,
+    image_entrypoint: Sequence[str] = (),
+    image_cmd: Sequence[str] = (),
 ) -> str:
-    """The stack file that `docker stack deploy` runs for one app."""
+    """The stack file that `docker stack deploy` runs for one app.
+
+    `secret_names` maps each of the app's secrets to the versioned Docker secret to use;
+    the image's entrypoint and cmd are needed when a secret is exported as a variable.
+    """
+    missing = sorted(set(app.secrets) - set(secret_names or {}))
+    if missing:
+        raise DeployError(
+            f"secret {missing[0]} of {app.name} is not set "
+            f"(nephelios secret set {app.name} {missing[0]} < value-file)"
+        )
     return render(
         "stack.yml.j2",
         app=app,
@@ -80,7 +151,12 @@ def render_stack(
         image=image,
         replicas=replicas,
         service_labels=dict(labels),
-        rule=traefik_rule(app.domains),
+        rule=traefik_rule(app.domains, app.path_prefixes),
+        secret_names=dict(secret_names or {}),
+        secret_script=secret_script(app),
+        commands=service_commands(app, image_entrypoint, image_cmd),
+        health_test=health_test(app),
+        redirect_port=platform.https_port if platform.https_port != 443 else None,
     )
 
 
@@ -92,4 +168,5 @@ def render_edge(platform: Platform) -> str:
         edge_network=platform.edge_network,
         http_port=platform.http_port,
         https_port=platform.https_port,
+        tls=platform.tls,
     )

@@ -1,0 +1,122 @@
+"""Helpers for the app-model tests on the real engine: deploy through a real worker, ask
+Traefik from outside, look inside containers, and clean up every app a test made."""
+
+from __future__ import annotations
+
+import http.client
+import ssl
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import docker
+import redis
+import yaml
+
+from pipeline import engine
+from pipeline.core.config import load_config
+from pipeline.core.deployment import Deployment
+from pipeline.queueing import enqueue_deployment
+from pipeline.store import Store
+from tests.conftest import EDGE_NETWORK, TEST_DOMAIN
+from tests.support import wait_until
+
+
+def write_config(path: Path, edge_port: int, apps: dict[str, Any], **platform: Any) -> None:
+    base = {"domain": TEST_DOMAIN, "edge_network": EDGE_NETWORK, "http_port": edge_port}
+    path.write_text(yaml.safe_dump({"platform": {**base, **platform}, "apps": apps}))
+
+
+def deploy(
+    connection: redis.Redis, env: dict[str, str], app: str, commit: str, timeout_s: float = 180
+) -> Deployment:
+    """Queue a deployment of `commit` for the worker of `env`; wait until it finishes."""
+    config = load_config(env["NEPHELIOS_CONFIG"])
+    queued = enqueue_deployment(
+        connection, env["NEPHELIOS_QUEUE"], config.apps[app], commit, "refs/heads/main", "test"
+    )
+    return wait_finished(connection, queued.id, timeout_s)
+
+
+def wait_finished(connection: redis.Redis, deployment_id: str, timeout_s: float) -> Deployment:
+    store = Store(connection)
+
+    def finished() -> Deployment | None:
+        record = store.get(deployment_id)
+        return record if record is not None and record.finished else None
+
+    return wait_until(finished, timeout_s, f"deployment {deployment_id} to finish")
+
+
+def request(
+    port: int, host: str, path: str = "/", tls: bool = False
+) -> tuple[int, str, dict[str, str]]:
+    """(status, body, headers) of one request through Traefik; (0, "", {}) while it refuses."""
+    connection: http.client.HTTPConnection
+    if tls:
+        # No certificate can be fetched here, so Traefik serves its default self-signed one.
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=3, context=context)
+    else:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
+    try:
+        connection.request("GET", path, headers={"Host": host})
+        response = connection.getresponse()
+        return response.status, response.read().decode(), dict(response.getheaders())
+    except OSError:
+        return 0, "", {}
+    finally:
+        connection.close()
+
+
+def body(port: int, host: str, path: str = "/") -> str:
+    status, text, _ = request(port, host, path)
+    return text if status == 200 else ""
+
+
+def service_spec(client: docker.DockerClient, name: str) -> dict[str, Any]:
+    spec: dict[str, Any] = client.api.inspect_service(name)["Spec"]
+    return spec
+
+
+def running_container(client: docker.DockerClient, service: str, image: str) -> str:
+    """The id of a running container of `service` that runs `image` (a tag)."""
+
+    def find() -> str | None:
+        for task in client.api.tasks(filters={"service": service, "desired-state": "running"}):
+            status = task.get("Status", {})
+            spec_image = task["Spec"]["ContainerSpec"]["Image"].split("@")[0]
+            if status.get("State") == "running" and spec_image == image:
+                return str(status["ContainerStatus"]["ContainerID"])
+        return None
+
+    return wait_until(find, 60, f"a running task of {service} on {image}")
+
+
+def docker_exec(container: str, *argv: str) -> str:
+    result = subprocess.run(
+        ["docker", "exec", container, *argv], capture_output=True, text=True, check=True
+    )
+    return result.stdout
+
+
+def remove_app(client: docker.DockerClient, app: str) -> None:
+    """Remove everything a test app made: stack, containers, images, volumes, secrets."""
+    engine.stack_rm(app)
+    in_stack = {"label": f"com.docker.stack.namespace={app}"}
+    wait_until(
+        lambda: (
+            not client.api.services(filters=in_stack)
+            and not client.api.containers(all=True, filters=in_stack)
+        ),
+        60,
+        f"stack {app} and its containers to go",
+    )
+    for image in client.images.list(filters={"label": f"{engine.APP_LABEL}={app}"}):
+        client.images.remove(image.id, force=True)
+    for volume in client.volumes.list(filters=in_stack):
+        volume.remove(force=True)
+    for secret in client.secrets.list(filters={"label": f"{engine.APP_LABEL}={app}"}):
+        secret.remove()
