@@ -10,13 +10,15 @@ is then re-raised once, so that RQ files it in its failed-job registry with the 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import docker
 import git
 from rq import get_current_job
 
-from pipeline import appdata, engine
+from pipeline import appdata, engine, metrics, notify
 from pipeline import git as gitops
 from pipeline.apps import load_full_config
 from pipeline.core import deployment as states
@@ -56,7 +58,30 @@ class Context:
     def move(self, status: str, error: str = "") -> None:
         self.deployment.move(status, error)
         self.store.save(self.deployment)
-        log.info("%s %s: %s %s", self.app.name, self.deployment.id, status, error)
+        log.info(
+            "%s %s: %s %s", self.app.name, self.deployment.id, status, error, extra=self.fields
+        )
+
+    # --- operations: structured log fields, phase timings, the end-of-deployment report ---
+
+    @property
+    def fields(self) -> dict[str, str]:
+        """Who a log line is about: app, deployment and, for a push, the delivery id."""
+        return states.log_fields(self.app.name, self.deployment.id, self.deployment.trigger)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        with metrics.phase(self.store.redis, name, self.fields):
+            yield
+
+    def report(self) -> None:
+        """Count the final status and send the configured notifications."""
+        if not self.deployment.finished:
+            return
+        metrics.count_deployment(self.store.redis, self.app.name, self.deployment.status)
+        notify.deployment_finished(
+            self.config.platform.notify, self.deployment, self.app.domains, self.fields
+        )
 
 
 def deploy(deployment_id: str) -> str:
@@ -84,6 +109,8 @@ def deploy(deployment_id: str) -> str:
     except BaseException:
         ctx.move(states.FAILED, "internal error; see the worker log")
         raise
+    finally:
+        ctx.report()
     return deployment.status
 
 
@@ -93,9 +120,11 @@ def run(ctx: Context) -> None:
 
     repo = gitops.cache_repo(ctx.settings.git_cache_dir, app.name)
     ctx.log(f"fetching {deployment.commit} of {app.repo}")
-    gitops.fetch_commit(repo, app.clone_url(platform), deployment.commit)
+    with ctx.phase("fetch"):
+        gitops.fetch_commit(repo, app.clone_url(platform), deployment.commit)
 
-    tag = build(ctx, repo)
+    with ctx.phase("build"):
+        tag = build(ctx, repo)
     deployment.image = tag
     ctx.move(states.DEPLOYING)
 
@@ -113,16 +142,18 @@ def run(ctx: Context) -> None:
         app, platform, tag, replicas, labels, secret_names, *stack_image_argv(ctx, tag)
     )
     ctx.log(f"docker stack deploy {app.name} ({replicas} replicas of {tag})")
-    engine.stack_deploy(app.name, stack_file, registry_auth=bool(platform.registry))
+    with ctx.phase("deploy"):
+        engine.stack_deploy(app.name, stack_file, registry_auth=bool(platform.registry))
 
-    progress = engine.watch_rollout(
-        ctx.engine,
-        service_name,
-        tag,
-        update_started_at(before),
-        before is not None,
-        ROLLOUT_TIMEOUT_S,
-    )
+    with ctx.phase("rollout"):
+        progress = engine.watch_rollout(
+            ctx.engine,
+            service_name,
+            tag,
+            update_started_at(before),
+            before is not None,
+            ROLLOUT_TIMEOUT_S,
+        )
     ctx.log(f"rollout: {progress.reason}")
     if not progress.ok:
         raise RolloutError(progress.reason)
