@@ -22,6 +22,7 @@ from rq import Queue, get_current_job
 
 from pipeline.apps import load_full_config
 from pipeline.core.config import App, Config
+from pipeline.core.deployment import log_fields
 from pipeline.core.github import SHA_RE, Decision, Delivery
 from pipeline.errors import FetchError
 from pipeline.queueing import enqueue_deployment
@@ -109,7 +110,10 @@ def queue_commit(
         # The work is queued and the claim holds; only a later duplicate's answer loses
         # the pointer to this deployment, so this must not turn into a 503 and a retry.
         log.warning("%s: queued %s but could not note it on the claim", trigger, deployment.id)
-    log.info("%s: queued %s (%s) as %s", trigger, app.name, commit[:12], deployment.id)
+    fields = log_fields(app.name, deployment.id, trigger)
+    log.info(
+        "%s: queued %s (%s) as %s", trigger, app.name, commit[:12], deployment.id, extra=fields
+    )
     return {"app": app.name, "status": "queued", "deployment": deployment.id, "commit": commit}
 
 

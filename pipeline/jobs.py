@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import docker
@@ -25,7 +27,7 @@ import redis
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
-from pipeline import appdata, engine, queueing
+from pipeline import appdata, engine, metrics, notify, queueing
 from pipeline import git as gitops
 from pipeline.apps import load_full_config
 from pipeline.core import deployment as states
@@ -66,7 +68,8 @@ class Recorder:
     def move(self, deployment: Deployment, status: str, error: str = "") -> None:
         deployment.move(status, error)
         self.store.save(deployment)
-        log.info("%s %s: %s %s", self.app.name, deployment.id, status, error)
+        fields = states.log_fields(self.app.name, deployment.id, deployment.trigger)
+        log.info("%s %s: %s %s", self.app.name, deployment.id, status, error, extra=fields)
         self.reporter.report(deployment, self.app.repo)
 
 
@@ -87,8 +90,34 @@ class Context:
         self.store.append_log(self.deployment.id, line)
 
     def move(self, status: str, error: str = "") -> None:
+        self.deployment.move(status, error)
+        self.store.save(self.deployment)
+        log.info(
+            "%s %s: %s %s", self.app.name, self.deployment.id, status, error, extra=self.fields
+        )
         reporter = self.reporter or Reporter.from_settings(self.settings)
-        Recorder(self.store, reporter, self.app).move(self.deployment, status, error)
+        reporter.report(self.deployment, self.app.repo)
+
+    # --- operations: structured log fields, phase timings, the end-of-deployment report ---
+
+    @property
+    def fields(self) -> dict[str, str]:
+        """Who a log line is about: app, deployment and, for a push, the delivery id."""
+        return states.log_fields(self.app.name, self.deployment.id, self.deployment.trigger)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        with metrics.phase(self.store.redis, name, self.fields):
+            yield
+
+    def report(self) -> None:
+        """Count the final status and send the configured notifications."""
+        if not self.deployment.finished:
+            return
+        metrics.count_deployment(self.store.redis, self.app.name, self.deployment.status)
+        notify.deployment_finished(
+            self.config.platform.notify, self.deployment, self.app.domains, self.fields
+        )
 
 
 def deploy(deployment_id: str) -> str:
@@ -218,17 +247,13 @@ def take_turn(
     repo = gitops.cache_repo(settings.git_cache_dir, app.name)
     url = app.clone_url(config.platform)
 
-    fetched: list[Deployment] = []
-    # Newest first: its fetch usually brings the older commits of a burst along.
-    for deployment in reversed(pending):
-        store.append_log(deployment.id, f"fetching {deployment.commit} of {app.repo}")
-        try:
-            gitops.fetch_commit(repo, url, deployment.commit, settings.github_token)
-        except FetchError as exc:
-            recorder.move(deployment, states.FAILED, str(exc))
-            continue
-        fetched.insert(0, deployment)
-    live = live_commit(client, app, repo, url, settings.github_token)
+    if not pending:
+        return
+    newest = pending[-1]
+    fields = states.log_fields(app.name, newest.id, newest.trigger)
+    with metrics.phase(store.redis, "fetch", fields):
+        fetched = fetch_all(settings, recorder, repo, url, pending)
+        live = live_commit(client, app, repo, url, settings.github_token)
 
     verdict = choose(
         [Candidate(d.id, d.commit, forced=not is_push(d)) for d in fetched],
@@ -246,6 +271,23 @@ def take_turn(
         winner = by_id[verdict.winner]
         ctx = Context(settings, config, store, winner, app, client, recorder.reporter, keeper)
         run_guarded(ctx, repo)
+
+
+def fetch_all(
+    settings: Settings, recorder: Recorder, repo: git.Repo, url: str, pending: list[Deployment]
+) -> list[Deployment]:
+    """Fetch every pending commit; fail those that cannot be fetched; keep arrival order."""
+    fetched: list[Deployment] = []
+    # Newest first: its fetch usually brings the older commits of a burst along.
+    for deployment in reversed(pending):
+        recorder.store.append_log(deployment.id, f"fetching {deployment.commit}")
+        try:
+            gitops.fetch_commit(repo, url, deployment.commit, settings.github_token)
+        except FetchError as exc:
+            recorder.move(deployment, states.FAILED, str(exc))
+            continue
+        fetched.insert(0, deployment)
+    return fetched
 
 
 def is_push(deployment: Deployment) -> bool:
@@ -292,13 +334,16 @@ def run_guarded(ctx: Context, repo: git.Repo) -> None:
     except BaseException as exc:
         ctx.move(states.FAILED, f"internal error ({type(exc).__name__}); see the worker log")
         raise
+    finally:
+        ctx.report()
 
 
 def run(ctx: Context, repo: git.Repo) -> None:
     app, platform, deployment = ctx.app, ctx.config.platform, ctx.deployment
     ctx.move(states.BUILDING)
 
-    tag = build(ctx, repo)
+    with ctx.phase("build"):
+        tag = build(ctx, repo)
     deployment.image = tag
     if ctx.keeper is not None and ctx.keeper.lost:
         raise DeployError("lost the app's lock during the build; not deploying")
@@ -318,16 +363,18 @@ def run(ctx: Context, repo: git.Repo) -> None:
         app, platform, tag, replicas, labels, secret_names, *stack_image_argv(ctx, tag)
     )
     ctx.log(f"docker stack deploy {app.name} ({replicas} replicas of {tag})")
-    engine.stack_deploy(app.name, stack_file, registry_auth=bool(platform.registry))
+    with ctx.phase("deploy"):
+        engine.stack_deploy(app.name, stack_file, registry_auth=bool(platform.registry))
 
-    progress = engine.watch_rollout(
-        ctx.engine,
-        service_name,
-        tag,
-        update_started_at(before),
-        before is not None,
-        ROLLOUT_TIMEOUT_S,
-    )
+    with ctx.phase("rollout"):
+        progress = engine.watch_rollout(
+            ctx.engine,
+            service_name,
+            tag,
+            update_started_at(before),
+            before is not None,
+            ROLLOUT_TIMEOUT_S,
+        )
     ctx.log(f"rollout: {progress.reason}")
     if not progress.ok:
         raise RolloutError(progress.reason)

@@ -6,6 +6,8 @@ Each `ensure_*` call is idempotent: it inspects first and changes only what is m
 from __future__ import annotations
 
 import logging
+import os
+import re
 
 import docker
 import docker.errors
@@ -18,6 +20,7 @@ from pipeline.errors import NepheliosError
 log = logging.getLogger(__name__)
 
 EDGE_STACK = "nephelios"
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 
 class EngineUnavailable(NepheliosError):
@@ -25,14 +28,35 @@ class EngineUnavailable(NepheliosError):
 
 
 def connect() -> docker.DockerClient:
+    """A client whose engine answered a ping; EngineUnavailable says what is wrong if not."""
+    host = os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+    socket_path = host.removeprefix("unix://") if host.startswith("unix://") else None
+    if socket_path is not None and not os.path.exists(socket_path):
+        raise EngineUnavailable(
+            f"no Docker engine: {socket_path} does not exist "
+            "(install Docker, e.g. apt-get install docker.io, and start dockerd)"
+        )
     try:
         client = engine.client()
         client.ping()
     except docker.errors.DockerException as exc:
         raise EngineUnavailable(
-            f"cannot reach the Docker engine (is dockerd running? DOCKER_HOST?): {exc}"
+            f"the Docker engine at {host} does not answer (is dockerd running?): {_cause(exc)}"
         ) from exc
     return client
+
+
+def _cause(exc: Exception) -> str:
+    """The root cause of a docker-py connection error, without its nested reprs."""
+    errno = re.search(r"\[Errno -?\d+\] ([^\]\"')]+)", str(exc))
+    if errno:
+        return errno.group(1).strip()
+    os_error = re.search(r"Error\(-?\d+, '([^']+)'\)", str(exc))
+    if os_error:
+        return os_error.group(1)
+    if "Permission denied" in str(exc) or "PermissionError" in str(exc):
+        return "permission denied (run as root or join the docker group)"
+    return str(exc)[:200]
 
 
 def ensure_swarm(client: docker.DockerClient, advertise_addr: str) -> bool:

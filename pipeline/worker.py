@@ -1,4 +1,4 @@
-"""The RQ worker Nephelios runs: RQ's own, tuned so that a dead worker is noticed quickly.
+"""RQ's worker, tuned so that a dead worker is noticed quickly (`webhooks.rqworker` runs it).
 
 RQ keeps a job's registry entry alive with heartbeats and moves a job whose heartbeats stopped
 to its failed registry during "maintenance", by default every ten minutes. Nephelios also
@@ -31,7 +31,7 @@ WORKER_TTL_S = 35
 JOB_MONITORING_INTERVAL_S = 10
 
 
-class DeployWorker(Worker):
+class ReapingWorker(Worker):
     def __init__(self, *args: Any, settings: Settings, config: Config, **kwargs: Any) -> None:
         kwargs.setdefault("worker_ttl", WORKER_TTL_S)
         kwargs.setdefault("job_monitoring_interval", JOB_MONITORING_INTERVAL_S)

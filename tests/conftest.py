@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
@@ -20,7 +20,7 @@ import redis
 
 from pipeline import engine, platform
 from pipeline.core.config import parse_config
-from tests.support import wait_until
+from tests.support import RedisServer, free_port, wait_until
 
 REDIS_URL = os.environ.get("NEPHELIOS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 EDGE_PORT = int(os.environ.get("NEPHELIOS_TEST_HTTP_PORT", "19080"))
@@ -137,3 +137,25 @@ def worker(worker_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+# --- operations tests: ports for servers the tests start (sinks, redis-server, `up`) -------
+# NEPHELIOS_TEST_OPS_PORT_BASE pins them to a block (base + offset); unset, the OS picks free
+# ports, so that parallel sessions running the suite do not collide.
+OPS_PORT_BASE = os.environ.get("NEPHELIOS_TEST_OPS_PORT_BASE", "")
+
+
+@pytest.fixture
+def ops_port() -> Callable[[int], int]:
+    def port(offset: int) -> int:
+        return int(OPS_PORT_BASE) + offset if OPS_PORT_BASE else free_port()
+
+    return port
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path, ops_port: Callable[[int], int]) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, which the test may stop."""
+    server = RedisServer(ops_port(30), tmp_path / "redis")
+    yield server
+    server.stop()

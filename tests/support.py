@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import socket
 import subprocess
 import time
 import uuid
@@ -219,3 +220,44 @@ def wait_until(
             return last
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RedisServer:
+    """A throw-away redis-server on loopback (no persistence), for tests that stop Redis."""
+
+    def __init__(self, port: int, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+        argv += ["--dir", str(directory), "--save", "", "--appendonly", "no"]
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+        wait_until(self.answers, 10, f"redis-server on port {port}")
+
+    def answers(self) -> bool:
+        with socket.socket() as probe:
+            probe.settimeout(0.5)
+            try:
+                probe.connect(("127.0.0.1", self.port))
+                probe.sendall(b"PING\r\n")
+                return probe.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+def state_keys(connection: Any) -> list[bytes]:
+    """Redis keys other than /metrics' counters (which count refused deliveries too)."""
+    found: list[bytes] = connection.keys("*")
+    return [key for key in found if not key.startswith(b"nephelios:metrics:")]

@@ -38,6 +38,7 @@ from tests.support import (
     push_tag,
     release_payload,
     sign,
+    state_keys,
     tag_push_payload,
     wait_until,
 )
@@ -125,7 +126,7 @@ def test_bad_signature_is_401_without_any_digest_and_enqueues_nothing(
     assert response.status_code == 401
     assert expected_digest not in response.text
     assert sign(body, "not-the-secret").split("=")[1] not in response.text
-    assert redis_conn.dbsize() == 0
+    assert state_keys(redis_conn) == []
 
 
 @pytest.mark.parametrize(
@@ -145,7 +146,7 @@ def test_malformed_json_or_missing_event_is_400_with_one_line(
     assert response.status_code == 400
     assert reason in response.json()["error"]
     assert "\n" not in response.json()["error"]
-    assert redis_conn.dbsize() == 0
+    assert state_keys(redis_conn) == []
 
 
 def call_streaming(app: Starlette, headers: dict[str, str], chunks: Iterator[bytes]) -> int:
@@ -212,7 +213,7 @@ def test_body_over_25mb_is_413_without_reading_it_all(
     headers["Content-Length"] = str(40 << 20)
     assert call_streaming(app, headers, declared) == 413
     assert declared.consumed == 0
-    assert redis_conn.dbsize() == 0
+    assert state_keys(redis_conn) == []
 
 
 # --- which events deploy what --------------------------------------------------------------
@@ -227,7 +228,7 @@ def test_repository_and_organisation_pings_are_answered_200(
     expected = "Repository" if repository else "Organization"
     assert response.json()["pong"] is True
     assert response.json()["hook_type"] == expected
-    assert redis_conn.dbsize() == 0
+    assert state_keys(redis_conn) == []
 
 
 def test_branch_deletion_deploys_nothing(
@@ -367,7 +368,7 @@ def test_other_events_are_answered_202_with_the_reason_per_app(
     unknown = post(client, {"action": "created"}, event="star")
     assert unknown.status_code == 202
     assert "'star' does not deploy anything" in unknown.json()["ignored"]
-    assert redis_conn.dbsize() == 0
+    assert state_keys(redis_conn) == []
 
 
 def test_push_for_an_unknown_repository_says_so(client: TestClient) -> None:

@@ -14,15 +14,9 @@ from collections.abc import Sequence
 from pipeline.core.config import Config, load_config
 from pipeline.errors import NepheliosError
 from pipeline.settings import Settings
+from webhooks.logs import setup_logging
 
 log = logging.getLogger("nephelios")
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
 
 
 def load(settings: Settings) -> Config:
@@ -36,7 +30,15 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     app = create_app(settings, load(settings))
     log.info("receiver on %s:%d (%r)", args.host, settings.port, settings)
-    uvicorn.run(app, host=args.host, port=settings.port, log_level="warning", access_log=False)
+    # log_config=None: uvicorn logs through the root handler, so --log-format applies to it.
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=settings.port,
+        log_level="warning",
+        log_config=None,
+        access_log=False,
+    )
     return 0
 
 
@@ -44,7 +46,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     import redis
     from rq import Queue
 
-    from pipeline.worker import DeployWorker
+    from webhooks.rqworker import NepheliosWorker
 
     config = load(settings)  # refuse to start on a bad config rather than fail every job
     # No socket timeout here: RQ's blocking dequeue and its pub/sub thread wait on purpose,
@@ -54,7 +56,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         connection.ping()
     except redis.RedisError as exc:
         raise NepheliosError(f"Redis does not answer at REDIS_URL: {exc}") from exc
-    worker = DeployWorker(
+    worker = NepheliosWorker(
         [Queue(settings.queue_name, connection=connection)],
         connection=connection,
         settings=settings,
@@ -100,13 +102,23 @@ def cmd_volume(settings: Settings, args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="nephelios", description=__doc__.splitlines()[0])
     root.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    root.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="one line per record"
+    )
     commands = root.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("up", help="run everything a single host needs")
-    up.add_argument("--workers", type=int, default=2, help="deploy workers to start")
+    up.add_argument("--workers", type=int, default=2, help="deploy workers to start (0: none)")
     up.add_argument("--advertise-addr", default="127.0.0.1", help="for `docker swarm init`")
     up.add_argument("--example", action="store_true", help="deploy the bundled example app")
     up.add_argument("--detach", action="store_true", help="exit once everything is up")
+    up.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=60.0,
+        help="seconds workers get to finish their deployment on SIGTERM/SIGINT",
+    )
+    up.add_argument("--edge-stack", default="nephelios", help="name of the Traefik stack")
     up.set_defaults(func=cmd_up)
 
     serve = commands.add_parser("serve", help="run the webhook receiver and admin API")
@@ -138,7 +150,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     try:
         settings = Settings.from_env()
         return int(args.func(settings, args))

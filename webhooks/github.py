@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from pipeline import metrics
 from pipeline.apps import with_stored
 from pipeline.core.config import Config
 from pipeline.core.github import (
@@ -58,31 +59,50 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
 
 
 async def receive(request: Request) -> JSONResponse:
+    event, outcome, response = await answer(request)
+    connection: redis.Redis = request.app.state.redis
+    await run_in_threadpool(metrics.count_delivery, connection, event, outcome)
+    return response
+
+
+# A delivery refused before its signature checked out is counted under this event: its
+# X-GitHub-Event header is unverified, and counting any header value would let anyone add
+# metric series.
+UNVERIFIED = "unverified"
+
+
+async def answer(request: Request) -> tuple[str, str, JSONResponse]:
+    """The response to one delivery, with its event and outcome for the delivery metrics."""
     settings: Settings = request.app.state.settings
+    event = UNVERIFIED
     try:
         body = await read_body(request)
         verify_signature(body, request.headers.get("x-hub-signature-256"), settings.webhook_secret)
         delivery = Delivery.from_request(request.headers, body)
-        if delivery.event == "ping":
-            return _pong(delivery)
+        event = delivery.event
+        if event == "ping":
+            return event, "ping", _pong(delivery)
         # Apps created through the admin API deploy on push like those in nephelios.yml.
         config = with_stored(settings, request.app.state.config)
         decisions = plan(delivery, config)
     except WebhookError as exc:
         log.info("webhook refused (%d): %s", exc.status, exc)
-        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        return event, "refused", JSONResponse({"error": str(exc)}, status_code=exc.status)
 
     if not any(d.queue for d in decisions):
-        return _ignored(delivery, decisions)
+        return event, "ignored", _ignored(delivery, decisions)
     try:
         outcome = await run_in_threadpool(
             record, request.app.state.redis, settings, config, delivery, decisions
         )
     except redis.RedisError as exc:
         log.error("delivery %s: cannot record work: %s", delivery.delivery_id, exc)
-        return JSONResponse({"error": "queue unavailable; retry later"}, status_code=503)
+        unavailable = JSONResponse({"error": "queue unavailable; retry later"}, status_code=503)
+        return event, "unavailable", unavailable
     # A redelivery changes nothing: 200, where newly accepted work is 202.
-    return JSONResponse(outcome, status_code=200 if outcome.get("duplicate") else 202)
+    if outcome.get("duplicate"):
+        return event, "duplicate", JSONResponse(outcome, status_code=200)
+    return event, "queued", JSONResponse(outcome, status_code=202)
 
 
 def plan(delivery: Delivery, config: Config) -> list[Decision]:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -61,6 +62,7 @@ class Platform:
     git_base_url: str = "https://github.com/"
     traefik_image: str = "nephelios/traefik:local"
     base_images: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_BASE_IMAGES))
+    notify: tuple[str, ...] = ()
     # --- app model (issue 8): Let's Encrypt for every app; None keeps apps on plain HTTP
     tls: TLS | None = None
 
@@ -123,6 +125,7 @@ PLATFORM_KEYS = {
     "git_base_url",
     "traefik_image",
     "base_images",
+    "notify",
     "tls",  # app model (issue 8)
 }
 APP_KEYS = {
@@ -285,8 +288,26 @@ def _parse_platform(source: str, raw: object) -> Platform:
             source, "platform.traefik_image", raw.get("traefik_image", defaults.traefik_image)
         ),
         base_images=base_images,
+        notify=_notify_urls(source, "platform.notify", raw.get("notify") or []),
         tls=parse_tls(source, "platform.tls", raw.get("tls")),  # app model (issue 8)
     )
+
+
+def _notify_urls(source: str, key: str, value: object) -> tuple[str, ...]:
+    """Outgoing webhook URLs. Chat webhook URLs hold their token in the path, so errors show
+    only the scheme and host."""
+    items: list[Any] = [value] if isinstance(value, str) else value  # type: ignore[assignment]
+    if not isinstance(items, list):
+        raise ConfigError(source, key, value, "expected a URL or a list of URLs")
+    urls = []
+    for index, item in enumerate(items):
+        url = _string(source, f"{key}[{index}]", item)
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            shown = f"{parts.scheme}://{parts.hostname or ''}/..."
+            raise ConfigError(source, f"{key}[{index}]", shown, "expected an http(s) URL")
+        urls.append(url)
+    return tuple(urls)
 
 
 def _check_mapping(source: str, key: str, value: object, allowed: set[str] | None) -> None:

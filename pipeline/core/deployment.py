@@ -68,3 +68,13 @@ class Deployment:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Deployment:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def log_fields(app: str, deployment_id: str, trigger: str) -> dict[str, str]:
+    """Structured log extras naming a deployment; `trigger` is `delivery:<id>` for a push,
+    so the GitHub delivery id joins the receiver's and the worker's lines."""
+    fields = {"app": app, "deployment": deployment_id}
+    source, _, delivery = trigger.partition(":")
+    if source == "delivery" and delivery:
+        fields["delivery"] = delivery
+    return fields
