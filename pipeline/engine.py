@@ -17,6 +17,7 @@ from typing import IO, Any
 
 import docker
 import docker.errors
+import urllib3.exceptions
 
 from pipeline.core.rollout import Progress, assess
 from pipeline.errors import BuildError, DeployError, RolloutError
@@ -67,8 +68,11 @@ def build_image(
         target=target,
         buildargs=dict(buildargs or {}),
     )
+    deadline = time.monotonic() + timeout_s
     try:
         for chunk in chunks:
+            if time.monotonic() > deadline:
+                raise BuildError(f"build took longer than {timeout_s}s", _tail(lines))
             if "error" in chunk:
                 message = str(chunk["error"]).strip()
                 on_line(message)
@@ -85,7 +89,9 @@ def build_image(
                 image_id = aux["ID"]
     except docker.errors.APIError as exc:
         raise BuildError(f"build failed: {exc.explanation or exc}", _tail(lines)) from exc
-    except OSError as exc:  # read timeouts and dropped connections from requests/urllib3
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise BuildError(f"build took longer than {timeout_s}s", _tail(lines)) from exc
+    except (OSError, urllib3.exceptions.HTTPError) as exc:  # dropped connections
         raise BuildError(f"build interrupted: {exc}", _tail(lines)) from exc
     if not image_id:
         image_id = engine.images.get(tag).id
@@ -173,6 +179,26 @@ def watch_rollout(
             return progress
         time.sleep(POLL_S)
     raise RolloutError(f"rollout did not converge within {int(timeout_s)}s")
+
+
+def wait_old_tasks_stopped(
+    engine: docker.DockerClient, service_name: str, timeout_s: float
+) -> bool:
+    """Wait until the tasks a rollout replaced have stopped; False when time ran out.
+
+    Swarm reports an update completed while replaced containers are still in their stop
+    grace period; their images cannot be removed until they exit.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        tasks = engine.api.tasks(filters={"service": service_name})
+        if not any(
+            t.get("DesiredState") != "running" and t.get("Status", {}).get("State") == "running"
+            for t in tasks
+        ):
+            return True
+        time.sleep(POLL_S)
+    return False
 
 
 def prune_images(engine: docker.DockerClient, app: str, keep: int, live: set[str]) -> list[str]:

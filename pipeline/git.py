@@ -3,10 +3,16 @@
 Each app keeps a bare cache repository under the state directory, so later fetches only
 bring new objects. Commit ids are checked to be 40 hex characters before they reach git, and
 git is always called with argument lists (GitPython), never a shell.
+
+A GitHub token, when given, reaches git only through the environment of the fetch (as an
+`http.<url>.extraHeader` in GIT_CONFIG_* variables, scoped to the app's own HTTPS URL): never
+in a URL, a remote, a config file or an argument, so neither `ps`, the cache repository nor
+git's error messages can show it.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
 import tarfile
@@ -29,7 +35,7 @@ def cache_repo(cache_dir: Path, app: str) -> git.Repo:
     return git.Repo.init(path, bare=True)
 
 
-def fetch_commit(repo: git.Repo, url: str, commit: str) -> None:
+def fetch_commit(repo: git.Repo, url: str, commit: str, token: str = "") -> None:
     """Make `commit` present in `repo`, fetching it by id from `url` when missing."""
     if not SHA_RE.match(commit):
         raise FetchError(f"not a commit id: {commit!r}")
@@ -38,11 +44,41 @@ def fetch_commit(repo: git.Repo, url: str, commit: str) -> None:
     if has_commit(repo, commit):
         return
     try:
-        repo.git.fetch("--no-tags", "--quiet", url, commit)
+        repo.git.fetch("--no-tags", "--quiet", url, commit, env=fetch_env(url, token))
     except git.GitCommandError as exc:
-        raise FetchError(f"git fetch of {commit[:12]} failed: {_git_reason(exc)}") from exc
+        reason = _git_reason(exc)
+        if token:
+            reason = reason.replace(token, "***")
+        raise FetchError(f"git fetch of {commit[:12]} failed: {reason}") from exc
     if not has_commit(repo, commit):
         raise FetchError(f"commit {commit[:12]} is not in the repository")
+
+
+def fetch_env(url: str, token: str) -> dict[str, str]:
+    """Environment for a fetch: never prompt; send the token only to this HTTPS URL."""
+    env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false"}
+    if token and url.startswith(("https://", "http://")):
+        # GitHub takes a token as the password of HTTP Basic auth, any user name.
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        env.update(
+            {
+                "GIT_CONFIG_COUNT": "1",
+                "GIT_CONFIG_KEY_0": f"http.{url}.extraHeader",
+                "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+            }
+        )
+    return env
+
+
+def is_ancestor(repo: git.Repo, older: str, newer: str) -> bool:
+    """True when `older` is `newer` or one of its ancestors (both must be present)."""
+    try:
+        repo.git.merge_base("--is-ancestor", older, newer)
+    except git.GitCommandError as exc:
+        if exc.status == 1:
+            return False
+        raise FetchError(f"cannot compare {older[:12]} with {newer[:12]}") from exc
+    return True
 
 
 def has_commit(repo: git.Repo, commit: str) -> bool:

@@ -1,39 +1,55 @@
-"""The RQ deploy job: fetch, build, deploy, confirm the rollout, prune.
+"""The RQ deploy job: take the app, choose the newest push, fetch, build, deploy, confirm, prune.
 
-`deploy(deployment_id)` runs in an RQ work horse. It reads the deployment record and the
-config, moves the record through building, deploying and succeeded or failed, and streams
-the build log into Redis. An expected failure (fetch, build, rollout) ends the job normally
-with the deployment failed and its reason; anything unexpected also fails the deployment and
-is then re-raised once, so that RQ files it in its failed-job registry with the traceback.
+`deploy(deployment_id)` runs in an RQ work horse. It reports the deployment as pending, then
+tries to take the app's lock with every deployment waiting for it (`pipeline.queueing`);
+when another worker holds the app it returns "waiting" and leaves the work to that worker.
+With the lock it fetches every waiting commit, lets `pipeline.core.ordering` pick the one to
+build (the others end superseded or stale), and moves that record through building,
+deploying and succeeded or failed, streaming the build log into Redis.
+
+An expected failure (fetch, build, rollout) ends the job normally with the deployment
+failed and its reason; anything unexpected (an RQ timeout included) also fails the
+deployment and is then re-raised once, so that RQ files it with the traceback. Whatever
+happens, the lock is released and a job is enqueued for pushes that arrived meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import docker
 import git
+import redis
 from rq import get_current_job
+from rq.timeouts import JobTimeoutException
 
-from pipeline import appdata, engine, metrics, notify
+from pipeline import appdata, engine, metrics, notify, queueing
 from pipeline import git as gitops
 from pipeline.apps import load_full_config
 from pipeline.core import deployment as states
 from pipeline.core.config import App, Config, Platform
-from pipeline.core.deployment import Deployment
+from pipeline.core.deployment import Deployment, new_deployment_id
+from pipeline.core.ordering import Candidate, choose
 from pipeline.core.render import STACK_SERVICE, render_dockerfile, render_stack
 from pipeline.core.rollout import CONFIG_REPLICAS_LABEL, desired_replicas, update_started_at
-from pipeline.errors import BuildError, DeployError, RolloutError
+from pipeline.errors import BuildError, DeployError, FetchError, RolloutError
+from pipeline.queueing import LOCK_TTL_S, LockKeeper
+from pipeline.reporting import Reporter
 from pipeline.settings import Settings
-from pipeline.store import Store
+from pipeline.store import AppQueue, Store, forget_running
 
 log = logging.getLogger(__name__)
 
 GENERATED_DOCKERFILE = ".nephelios.Dockerfile"
 ROLLOUT_TIMEOUT_S = 300
+QUIET_S = 2.0
+# Swarm's default stop grace period is 10 s; give replaced tasks that and some margin.
+OLD_TASKS_STOP_S = 30
+MAX_SETTLE_S = 15.0
 
 
 def image_tag(app: App, platform: Platform, commit: str) -> str:
@@ -42,8 +58,24 @@ def image_tag(app: App, platform: Platform, commit: str) -> str:
 
 
 @dataclass
+class Recorder:
+    """Saves state changes of an app's deployments and reports them to GitHub."""
+
+    store: Store
+    reporter: Reporter
+    app: App
+
+    def move(self, deployment: Deployment, status: str, error: str = "") -> None:
+        deployment.move(status, error)
+        self.store.save(deployment)
+        fields = states.log_fields(self.app.name, deployment.id, deployment.trigger)
+        log.info("%s %s: %s %s", self.app.name, deployment.id, status, error, extra=fields)
+        self.reporter.report(deployment, self.app.repo)
+
+
+@dataclass
 class Context:
-    """What one deploy job works with."""
+    """What one deploy (or rollback) works with."""
 
     settings: Settings
     config: Config
@@ -51,6 +83,8 @@ class Context:
     deployment: Deployment
     app: App
     engine: docker.DockerClient
+    reporter: Reporter | None = None
+    keeper: LockKeeper | None = None
 
     def log(self, line: str) -> None:
         self.store.append_log(self.deployment.id, line)
@@ -61,6 +95,8 @@ class Context:
         log.info(
             "%s %s: %s %s", self.app.name, self.deployment.id, status, error, extra=self.fields
         )
+        reporter = self.reporter or Reporter.from_settings(self.settings)
+        reporter.report(self.deployment, self.app.repo)
 
     # --- operations: structured log fields, phase timings, the end-of-deployment report ---
 
@@ -85,47 +121,232 @@ class Context:
 
 
 def deploy(deployment_id: str) -> str:
-    """RQ entry point; returns the deployment's final status."""
+    """RQ entry point; returns what became of this job's deployment (or "waiting")."""
     job = get_current_job()
     if job is None:
         raise RuntimeError("pipeline.jobs.deploy must run inside an RQ job")
     settings = Settings.from_env()
-    store = Store(job.connection)
+    connection: redis.Redis = job.connection
+    store = Store(connection)
     deployment = store.get(deployment_id)
     if deployment is None:
         log.error("deployment %s: no record; nothing to do", deployment_id)
         return "missing"
     config = load_full_config(settings)  # nephelios.yml plus apps made by the admin API
     app = config.apps.get(deployment.app)
-    if app is None:
-        deployment.move(states.FAILED, f"app {deployment.app!r} is no longer configured")
-        store.save(deployment)
-        return deployment.status
-    ctx = Context(settings, config, store, deployment, app, engine.client())
+    app_queue = AppQueue(connection, deployment.app)
+    reporter = Reporter.from_settings(settings)
+    if app is not None:
+        report_pending(store, reporter, app, deployment)
+
+    if not hold_app(settings, config, store, reporter, app_queue, app):
+        log.info("%s %s: the app is busy or its work was taken", deployment.app, deployment_id)
+        return "waiting"
+    final = store.get(deployment_id)
+    return final.status if final is not None else "missing"
+
+
+def hold_app(
+    settings: Settings,
+    config: Config,
+    store: Store,
+    reporter: Reporter,
+    app_queue: AppQueue,
+    app: App | None,
+) -> bool:
+    """Take the app with everything waiting and work through it; False when it was busy."""
+    token = new_deployment_id()
+    claimed = app_queue.claim(token, LOCK_TTL_S)
+    if not claimed:
+        return False
     try:
-        run(ctx)
+        with LockKeeper(app_queue, token) as keeper:
+            if app is None:
+                drop_unconfigured(store, app_queue.app, claimed)
+            else:
+                take_turn(settings, config, Recorder(store, reporter, app), app, claimed, keeper)
+                settle(store, app_queue)
+    finally:
+        settle_leftovers(store, claimed)
+        forget_running(store.redis, *claimed)
+        if app_queue.release(token):
+            hand_over(settings, store.redis, app_queue, app)
+    return True
+
+
+def hand_over(
+    settings: Settings, connection: redis.Redis, app_queue: AppQueue, app: App | None
+) -> None:
+    """Enqueue a job for the pushes that arrived while this worker held the app."""
+    waiting = app_queue.waiting()
+    if waiting:
+        timeout_s = app.build_timeout_s if app is not None else 60
+        queueing.enqueue_job(connection, settings.queue_name, waiting[-1], timeout_s, app_queue.app)
+
+
+def settle(store: Store, app_queue: AppQueue) -> None:
+    """Before handing the app over, let a burst of pushes finish arriving (bounded wait).
+
+    Without this, a burst longer than one build becomes a build per build time; with it,
+    the next turn starts once pushes have been quiet for QUIET_S (or after MAX_SETTLE_S),
+    so a burst costs at most two builds: its first push and its last.
+    """
+    deadline = time.monotonic() + MAX_SETTLE_S
+    while time.monotonic() < deadline:
+        waiting = app_queue.waiting()
+        newest = store.get(waiting[-1]) if waiting else None
+        if newest is None:
+            return
+        quiet_s = time.time() - newest.created_at
+        if quiet_s >= QUIET_S:
+            return
+        time.sleep(min(QUIET_S - quiet_s, deadline - time.monotonic()) + 0.05)
+
+
+def settle_leftovers(store: Store, claimed: list[str]) -> None:
+    """Fail what this turn took but never decided (it ended early), so nothing stays queued."""
+    for deployment_id in claimed:
+        found = store.get(deployment_id)
+        if found is not None and not found.finished:
+            found.move(states.FAILED, "the deploy job ended before deciding this push")
+            store.save(found)
+
+
+def report_pending(store: Store, reporter: Reporter, app: App, deployment: Deployment) -> None:
+    if deployment.status != states.QUEUED:
+        return
+    reporter.report(deployment, app.repo)
+    # Another worker may have decided this deployment while the status was on its way;
+    # make sure GitHub ends with the final word, not "pending".
+    again = store.get(deployment.id)
+    if again is not None and again.finished:
+        reporter.report(again, app.repo)
+
+
+def drop_unconfigured(store: Store, app_name: str, claimed: list[str]) -> None:
+    for deployment_id in claimed:
+        found = store.get(deployment_id)
+        if found is not None and not found.finished:
+            found.move(states.FAILED, f"app {app_name!r} is no longer configured")
+            store.save(found)
+
+
+def take_turn(
+    settings: Settings,
+    config: Config,
+    recorder: Recorder,
+    app: App,
+    claimed: list[str],
+    keeper: LockKeeper,
+) -> None:
+    """Decide among the claimed deployments and run the winner, if any."""
+    store = recorder.store
+    found = (store.get(deployment_id) for deployment_id in claimed)
+    pending = [d for d in found if d is not None and not d.finished]
+    client = engine.client()
+    repo = gitops.cache_repo(settings.git_cache_dir, app.name)
+    url = app.clone_url(config.platform)
+
+    if not pending:
+        return
+    newest = pending[-1]
+    fields = states.log_fields(app.name, newest.id, newest.trigger)
+    with metrics.phase(store.redis, "fetch", fields):
+        fetched = fetch_all(settings, recorder, repo, url, pending)
+        live = live_commit(client, app, repo, url, settings.github_token)
+
+    verdict = choose(
+        [Candidate(d.id, d.commit, forced=not is_push(d)) for d in fetched],
+        live,
+        lambda older, newer: _is_ancestor(repo, older, newer),
+    )
+    by_id = {d.id: d for d in fetched}
+    for deployment_id, winner_id in verdict.superseded.items():
+        newer = by_id[winner_id]
+        reason = f"superseded by {newer.id} ({newer.short_commit})"
+        recorder.move(by_id[deployment_id], states.SUPERSEDED, reason)
+    for deployment_id, reason in verdict.stale.items():
+        recorder.move(by_id[deployment_id], states.STALE, reason)
+    if verdict.winner is not None:
+        winner = by_id[verdict.winner]
+        ctx = Context(settings, config, store, winner, app, client, recorder.reporter, keeper)
+        run_guarded(ctx, repo)
+
+
+def fetch_all(
+    settings: Settings, recorder: Recorder, repo: git.Repo, url: str, pending: list[Deployment]
+) -> list[Deployment]:
+    """Fetch every pending commit; fail those that cannot be fetched; keep arrival order."""
+    fetched: list[Deployment] = []
+    # Newest first: its fetch usually brings the older commits of a burst along.
+    for deployment in reversed(pending):
+        recorder.store.append_log(deployment.id, f"fetching {deployment.commit}")
+        try:
+            gitops.fetch_commit(repo, url, deployment.commit, settings.github_token)
+        except FetchError as exc:
+            recorder.move(deployment, states.FAILED, str(exc))
+            continue
+        fetched.insert(0, deployment)
+    return fetched
+
+
+def is_push(deployment: Deployment) -> bool:
+    # Pushes carry their delivery id (pipeline.intake); API and CLI calls name themselves.
+    return deployment.trigger.startswith("delivery:")
+
+
+def live_commit(
+    client: docker.DockerClient, app: App, repo: git.Repo, url: str, token: str
+) -> str | None:
+    """The commit the app's service runs now, fetched so that ancestry can be checked."""
+    service = engine.inspect_service(client, f"{app.name}_{STACK_SERVICE}")
+    if service is None:
+        return None
+    commit = service.get("Spec", {}).get("Labels", {}).get(engine.COMMIT_LABEL)
+    if not isinstance(commit, str):
+        return None
+    try:
+        gitops.fetch_commit(repo, url, commit, token)
+    except FetchError as exc:
+        # Equality with the live commit is still detected; ancestry is not.
+        log.warning("%s: live commit %s not fetchable: %s", app.name, commit[:12], exc)
+    return commit
+
+
+def _is_ancestor(repo: git.Repo, older: str, newer: str) -> bool:
+    try:
+        return gitops.is_ancestor(repo, older, newer)
+    except FetchError:
+        return False
+
+
+def run_guarded(ctx: Context, repo: git.Repo) -> None:
+    try:
+        run(ctx, repo)
+    except BuildError as exc:
+        ctx.deployment.log_tail = exc.log_tail
+        ctx.move(states.FAILED, str(exc))
     except DeployError as exc:
         ctx.move(states.FAILED, str(exc))
-    except BaseException:
-        ctx.move(states.FAILED, "internal error; see the worker log")
+    except JobTimeoutException:
+        ctx.move(states.FAILED, f"timed out (build_timeout_s is {ctx.app.build_timeout_s})")
+        raise
+    except BaseException as exc:
+        ctx.move(states.FAILED, f"internal error ({type(exc).__name__}); see the worker log")
         raise
     finally:
         ctx.report()
-    return deployment.status
 
 
-def run(ctx: Context) -> None:
+def run(ctx: Context, repo: git.Repo) -> None:
     app, platform, deployment = ctx.app, ctx.config.platform, ctx.deployment
     ctx.move(states.BUILDING)
-
-    repo = gitops.cache_repo(ctx.settings.git_cache_dir, app.name)
-    ctx.log(f"fetching {deployment.commit} of {app.repo}")
-    with ctx.phase("fetch"):
-        gitops.fetch_commit(repo, app.clone_url(platform), deployment.commit)
 
     with ctx.phase("build"):
         tag = build(ctx, repo)
     deployment.image = tag
+    if ctx.keeper is not None and ctx.keeper.lost:
+        raise DeployError("lost the app's lock during the build; not deploying")
     ctx.move(states.DEPLOYING)
 
     service_name = f"{app.name}_{STACK_SERVICE}"
@@ -159,6 +380,8 @@ def run(ctx: Context) -> None:
         raise RolloutError(progress.reason)
     ctx.move(states.SUCCEEDED)
 
+    if not engine.wait_old_tasks_stopped(ctx.engine, service_name, OLD_TASKS_STOP_S):
+        ctx.log("old tasks still stopping; their images are pruned on a later deploy")
     removed = engine.prune_images(ctx.engine, app.name, platform.keep_images, live={tag})
     removed += appdata.prune_secrets(ctx.engine, app.name, keep=set(secret_names.values()))
     if removed:

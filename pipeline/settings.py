@@ -13,6 +13,7 @@ from pathlib import Path
 from pipeline.errors import ConfigError
 
 QUEUE_NAME = "nephelios-deploy"
+GITHUB_API_URL = "https://api.github.com"
 # `/scale` and `/create` refuse more replicas than this (NEPHELIOS_MAX_REPLICAS).
 DEFAULT_MAX_REPLICAS = 10
 
@@ -31,6 +32,10 @@ class Settings:
     queue_name: str = QUEUE_NAME
     webhook_secret: str = field(default="", repr=False)
     admin_token: str = field(default="", repr=False)
+    # Worker side: GitHub commit statuses and private fetches (issue 4).
+    github_token: str = field(default="", repr=False)
+    github_api_url: str = GITHUB_API_URL
+    public_url: str | None = None
     max_replicas: int = DEFAULT_MAX_REPLICAS
 
     @classmethod
@@ -53,6 +58,9 @@ class Settings:
             queue_name=env.get("NEPHELIOS_QUEUE", QUEUE_NAME),
             webhook_secret=env.get("NEPHELIOS_WEBHOOK_SECRET", ""),
             admin_token=env.get("NEPHELIOS_ADMIN_TOKEN", ""),
+            github_token=env.get("NEPHELIOS_GITHUB_TOKEN", ""),
+            github_api_url=env.get("NEPHELIOS_GITHUB_API_URL", GITHUB_API_URL),
+            public_url=env.get("NEPHELIOS_PUBLIC_URL") or None,
             max_replicas=int(max_text),
         )
 
@@ -61,7 +69,8 @@ class Settings:
             f"Settings(config={str(self.config_path)!r}, port={self.port}, "
             f"state_dir={str(self.state_dir)!r}, queue={self.queue_name!r}, "
             f"webhook_secret={'set' if self.webhook_secret else 'unset'}, "
-            f"admin_token={'set' if self.admin_token else 'unset'})"
+            f"admin_token={'set' if self.admin_token else 'unset'}, "
+            f"github_token={'set' if self.github_token else 'unset'})"
         )
 
     @property

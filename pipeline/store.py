@@ -5,12 +5,18 @@ build and rollout log as a capped list of lines, `app:<name>:deployments` the ne
 of an app, `delivery:<id>` marks a delivery id as accepted for a week, and
 `claim:<app>:<commit>` (or `claim:<app>:refs/tags/<tag>` for a release) marks work queued for
 that app as long.
+
+Per-app ordering (see `pipeline.queueing`): `app:<name>:waiting` lists the deployments that
+no worker has taken yet, `app:<name>:lock` names the holder of the app's lock (it expires
+unless its holder keeps renewing it, so a killed worker cannot keep it), and `running` maps
+each taken deployment id to "<app> <lock token>" until its worker lets go of it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 
 import redis
 
@@ -102,6 +108,88 @@ class Store:
 
 def _claim_key(app: str, work: str) -> str:
     return f"{PREFIX}claim:{app}:{work}"
+
+
+# Take the app's lock and every waiting deployment with it, atomically, so that a
+# deployment is taken by at most one worker and never while another holds the app.
+_CLAIM = """
+if redis.call('llen', KEYS[2]) == 0 then return false end
+if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+local ids = redis.call('lrange', KEYS[2], 0, -1)
+redis.call('del', KEYS[2])
+for _, id in ipairs(ids) do redis.call('hset', KEYS[3], id, ARGV[3] .. ' ' .. ARGV[1]) end
+return ids
+"""
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end
+return redis.call('llen', KEYS[2])
+"""
+
+
+class AppQueue:
+    """One app's waiting list and lock in Redis; see the module docstring for the keys."""
+
+    def __init__(self, connection: redis.Redis, app: str) -> None:
+        self.redis = connection
+        self.app = app
+        self.lock_key = f"{PREFIX}app:{app}:lock"
+        self.waiting_key = f"{PREFIX}app:{app}:waiting"
+
+    def add(self, deployment_id: str) -> None:
+        self.redis.rpush(self.waiting_key, deployment_id)
+
+    def waiting(self) -> list[str]:
+        return [_text(raw) for raw in self.redis.lrange(self.waiting_key, 0, -1)]
+
+    def claim(self, token: str, ttl_s: float) -> list[str]:
+        """Take the lock and all waiting ids; [] when the app is busy or nothing waits."""
+        keys = [self.lock_key, self.waiting_key, RUNNING_KEY]
+        ids = self.redis.eval(_CLAIM, len(keys), *keys, token, int(ttl_s * 1000), self.app)
+        return [_text(raw) for raw in ids or []]
+
+    def renew(self, token: str, ttl_s: float) -> bool:
+        """Extend the lock; False when it expired or someone else holds it now."""
+        return bool(self.redis.eval(_RENEW, 1, self.lock_key, token, int(ttl_s * 1000)))
+
+    def release(self, token: str) -> int:
+        """Let go of the lock if still ours; return how many deployments wait meanwhile."""
+        keys = [self.lock_key, self.waiting_key]
+        return int(self.redis.eval(_RELEASE, len(keys), *keys, token))
+
+    def holder(self) -> str | None:
+        raw = self.redis.get(self.lock_key)
+        return None if raw is None else _text(raw)
+
+    def first_kick(self, every_s: int) -> bool:
+        """True at most once per `every_s` seconds: rate-limits the reaper's kicks."""
+        key = f"{PREFIX}app:{self.app}:kicked"
+        return bool(self.redis.set(key, "1", nx=True, ex=every_s))
+
+
+RUNNING_KEY = f"{PREFIX}running"
+
+
+def running(connection: redis.Redis) -> dict[str, tuple[str, str]]:
+    """Taken deployment ids -> (app, lock token) of the worker that took them."""
+    entries: dict[str, tuple[str, str]] = {}
+    for raw_id, raw_value in connection.hgetall(RUNNING_KEY).items():
+        app, _, token = _text(raw_value).partition(" ")
+        entries[_text(raw_id)] = (app, token)
+    return entries
+
+
+def forget_running(connection: redis.Redis, *deployment_ids: str) -> None:
+    if deployment_ids:
+        connection.hdel(RUNNING_KEY, *deployment_ids)
+
+
+def apps_with_waiting(connection: redis.Redis) -> Iterator[str]:
+    for raw in connection.scan_iter(match=f"{PREFIX}app:*:waiting", count=500):
+        yield _text(raw).removeprefix(f"{PREFIX}app:").removesuffix(":waiting")
 
 
 def _text(value: bytes | str) -> str:

@@ -46,9 +46,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     import redis
     from rq import Queue
 
-    from webhooks.rqworker import DeployWorker
+    from webhooks.rqworker import NepheliosWorker
 
-    load(settings)  # refuse to start on a bad config rather than fail every job
+    config = load(settings)  # refuse to start on a bad config rather than fail every job
     # No socket timeout here: RQ's blocking dequeue and its pub/sub thread wait on purpose,
     # and with a short timeout the pub/sub thread never notices the stop at shutdown.
     connection = redis.Redis.from_url(settings.redis_url)
@@ -56,8 +56,11 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         connection.ping()
     except redis.RedisError as exc:
         raise NepheliosError(f"Redis does not answer at REDIS_URL: {exc}") from exc
-    worker = DeployWorker(
-        [Queue(settings.queue_name, connection=connection)], connection=connection
+    worker = NepheliosWorker(
+        [Queue(settings.queue_name, connection=connection)],
+        connection=connection,
+        settings=settings,
+        config=config,
     )
     worker.work(burst=args.burst, logging_level=args.log_level.upper())
     return 0

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from rq import Worker
 
+from pipeline.worker import ReapingWorker
+
 PUBSUB_POLL_S = 1.0
 
 
@@ -23,3 +25,8 @@ class DeployWorker(Worker):
         self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]
             sleep_time=PUBSUB_POLL_S, daemon=True, exception_handler=self._pubsub_exception_handler
         )
+
+
+class NepheliosWorker(ReapingWorker, DeployWorker):
+    """What `nephelios worker` runs: the bounded shutdown above plus the reaper of
+    `pipeline.worker` (abandoned deployments failed, stuck apps kicked)."""

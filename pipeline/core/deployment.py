@@ -35,6 +35,8 @@ class Deployment:
     status: str = QUEUED
     error: str = ""
     image: str = ""
+    # The last lines of the build log when a build failed, so the reason is in the record.
+    log_tail: str = ""
     created_at: float = field(default_factory=time.time)
     history: list[dict[str, Any]] = field(default_factory=list)
 

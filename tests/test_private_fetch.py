@@ -1,0 +1,131 @@
+"""Private repositories: fetching over smart HTTP with the GitHub token, which never leaks.
+
+The server is `git http-backend` behind a small HTTP server of the test's own on 127.0.0.1,
+refusing every request without the right Basic credentials, as GitHub does for a private
+repository.
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline import git as gitops
+from pipeline.errors import FetchError
+from tests.support import GitRepo
+
+TOKEN = "ghs_privateFetchToken0123456789"
+BACKEND = "/usr/lib/git-core/git-http-backend"
+
+
+def git_server(root: Path, token: str) -> Iterator[str]:
+    """Serve the bare repositories under `root`; yields the base URL."""
+    wanted = "Basic " + base64.b64encode(f"x-access-token:{token}".encode()).decode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.serve()
+
+        def do_POST(self) -> None:
+            self.serve()
+
+        def serve(self) -> None:
+            if self.headers.get("Authorization") != wanted:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="private"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            path, _, query = self.path.partition("?")
+            length = int(self.headers.get("Content-Length") or 0)
+            env = {
+                "PATH": "/usr/bin:/bin",
+                "GIT_PROJECT_ROOT": str(root),
+                "GIT_HTTP_EXPORT_ALL": "1",
+                "REQUEST_METHOD": self.command,
+                "PATH_INFO": path,
+                "QUERY_STRING": query,
+                "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+                "CONTENT_LENGTH": str(length),
+                "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+                "REMOTE_USER": "x-access-token",
+            }
+            body = self.rfile.read(length) if length else b""
+            result = subprocess.run(
+                [BACKEND], input=body, env=env, capture_output=True, check=False
+            )
+            head, _, payload = result.stdout.partition(b"\r\n\r\n")
+            status = 200
+            headers = []
+            for line in head.decode().split("\r\n"):
+                name, _, value = line.partition(": ")
+                if name.lower() == "status":
+                    status = int(value.split()[0])
+                elif name:
+                    headers.append((name, value))
+            self.send_response(status)
+            for name, value in headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def private_repo(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """(clone URL, commit) of a repository that answers only with the token."""
+    repo = GitRepo(tmp_path / "github")
+    commit = repo.commit({"index.html": "<h1>private</h1>\n"})
+    for base in git_server(tmp_path / "github", TOKEN):
+        yield f"{base}/origin.git", commit
+
+
+def test_a_private_repository_is_fetched_with_the_token(
+    tmp_path: Path, private_repo: tuple[str, str]
+) -> None:
+    url, commit = private_repo
+    cache = gitops.cache_repo(tmp_path / "cache", "app")
+    gitops.fetch_commit(cache, url, commit, TOKEN)
+    assert gitops.has_commit(cache, commit)
+    # Nothing of the token is left in the cache repository.
+    secret_forms = (TOKEN, base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode())
+    for path in Path(cache.git_dir).rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert not any(form.encode() in data for form in secret_forms), path
+
+
+def test_without_the_right_token_the_fetch_fails_without_showing_it(
+    tmp_path: Path, private_repo: tuple[str, str]
+) -> None:
+    url, commit = private_repo
+    cache = gitops.cache_repo(tmp_path / "cache", "app")
+    with pytest.raises(FetchError) as no_token:
+        gitops.fetch_commit(cache, url, commit, "")
+    wrong = "ghs_wrongTokenWrongToken0000"
+    with pytest.raises(FetchError) as wrong_token:
+        gitops.fetch_commit(cache, url, commit, wrong)
+    assert wrong not in str(wrong_token.value)
+    assert wrong not in repr(wrong_token.value.__cause__)
+    assert "terminal prompts disabled" in str(no_token.value)  # it fails, never hangs
+    assert not gitops.has_commit(cache, commit)

@@ -1,0 +1,91 @@
+"""The app lock, the waiting list and the reaper against a real Redis."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from rq import Queue
+
+from pipeline import queueing
+from pipeline.core.config import App
+from pipeline.core.deployment import Deployment
+from pipeline.store import AppQueue, Store, running
+from tests.support import wait_until
+
+pytestmark = pytest.mark.redis
+
+APP = App(name="web", repo="acme/web")
+
+
+def enqueue(connection: redis.Redis, queue_name: str, commit: str) -> Deployment:
+    return queueing.enqueue_deployment(
+        connection, queue_name, APP, commit, "refs/heads/main", "delivery:x"
+    )
+
+
+def test_only_one_holder_takes_everything_waiting(redis_conn: redis.Redis, queue_name: str) -> None:
+    first = enqueue(redis_conn, queue_name, "a" * 40)
+    second = enqueue(redis_conn, queue_name, "b" * 40)
+    assert Queue(queue_name, connection=redis_conn).count == 2
+    app_queue = AppQueue(redis_conn, "web")
+
+    assert app_queue.claim("token-1", 30) == [first.id, second.id]
+    assert app_queue.claim("token-2", 30) == []  # nothing waits
+    third = enqueue(redis_conn, queue_name, "c" * 40)
+    assert app_queue.claim("token-2", 30) == []  # the app is busy
+    assert app_queue.waiting() == [third.id]
+    assert set(running(redis_conn)) == {first.id, second.id}
+
+    assert not app_queue.renew("token-2", 30)
+    assert app_queue.renew("token-1", 30)
+    assert app_queue.release("token-2") == 1 and app_queue.holder() == "token-1"
+    assert app_queue.release("token-1") == 1 and app_queue.holder() is None
+    assert app_queue.claim("token-2", 30) == [third.id]
+
+
+def test_a_lock_whose_holder_stopped_renewing_expires(redis_conn: redis.Redis) -> None:
+    app_queue = AppQueue(redis_conn, "web")
+    app_queue.add("d1")
+    assert app_queue.claim("dead-worker", 0.3) == ["d1"]
+    wait_until(lambda: app_queue.holder() is None, 5, "the lock to expire")
+
+
+def test_reap_fails_abandoned_work_and_kicks_waiting_apps(
+    redis_conn: redis.Redis, queue_name: str
+) -> None:
+    taken = enqueue(redis_conn, queue_name, "a" * 40)
+    app_queue = AppQueue(redis_conn, "web")
+    assert app_queue.claim("dead-worker", 0.2) == [taken.id]
+    store = Store(redis_conn)
+    taken.move("building")
+    store.save(taken)
+    later = enqueue(redis_conn, queue_name, "b" * 40)
+    jobs_before = Queue(queue_name, connection=redis_conn).count
+
+    # While the holder's lock lives, nothing is touched.
+    reported: list[Deployment] = []
+    assert queueing.reap(redis_conn, queue_name, lambda app: 60, reported.append) == []
+    wait_until(lambda: app_queue.holder() is None, 5, "the lock to expire")
+
+    assert queueing.reap(redis_conn, queue_name, lambda app: 60, reported.append) == [taken.id]
+    record = store.get(taken.id)
+    assert record is not None and record.status == "failed"
+    assert record.error.startswith("abandoned")
+    assert [h["status"] for h in record.history] == ["queued", "building", "failed"]
+    assert [d.id for d in reported] == [taken.id]
+    assert running(redis_conn) == {}
+    queue = Queue(queue_name, connection=redis_conn)
+    assert queue.count == jobs_before + 1
+    assert queue.jobs[-1].args == (later.id,)
+    # Kicks are rate-limited: a second sweep right away adds no job.
+    queueing.reap(redis_conn, queue_name, lambda app: 60, reported.append)
+    assert queue.count == jobs_before + 1
+
+
+def test_job_timeout_follows_the_app_build_timeout(
+    redis_conn: redis.Redis, queue_name: str
+) -> None:
+    enqueue(redis_conn, queue_name, "a" * 40)
+    job = Queue(queue_name, connection=redis_conn).jobs[0]
+    assert job.timeout == APP.build_timeout_s + queueing.ROLLOUT_BUDGET_S
+    assert job.args == (job.args[0],) and len(job.args[0]) == 16  # only the deployment id
