@@ -49,6 +49,13 @@ ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Branch globs: git's own ref rules forbid these characters, so refusing them early keeps
 # nonsense out of refspecs.
 BRANCH_RE = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/*?\[\]-]{1,200}$")
+# Nephelios' own stacks (the edge router is stack `nephelios`) must never be an app's:
+# deploying an app runs `docker stack deploy --prune` on the stack of its name.
+RESERVED_PREFIX = "nephelios"
+
+
+def is_reserved_name(name: str) -> bool:
+    return name == RESERVED_PREFIX or name.startswith(f"{RESERVED_PREFIX}-")
 
 
 @dataclass(frozen=True)
@@ -184,6 +191,10 @@ def parse_app(
             key,
             name,
             "app names are 1-50 lowercase letters, digits or '-', not starting or ending with '-'",
+        )
+    if is_reserved_name(name):
+        raise ConfigError(
+            source, key, name, f"names starting with {RESERVED_PREFIX!r} are reserved"
         )
     _check_mapping(source, key, raw, APP_KEYS)
     assert isinstance(raw, dict)
