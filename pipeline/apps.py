@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.appmodel import DEFAULT_MAX_REPLICAS
 from pipeline.core.config import App, Config, load_config, parse_app
 from pipeline.errors import ConfigError, Conflict, UnknownApp
 from pipeline.settings import Settings
@@ -101,24 +102,30 @@ class AppFile:
             raise
 
 
-def merge(config: Config, stored: dict[str, dict[str, Any]], source: str) -> Config:
+def merge(
+    config: Config,
+    stored: dict[str, dict[str, Any]],
+    source: str,
+    max_replicas: int = DEFAULT_MAX_REPLICAS,
+) -> Config:
     """`config` plus the stored apps; nephelios.yml's apps win a name clash."""
     apps: dict[str, App] = dict(config.apps)
     for name, raw in stored.items():
         if name in apps:
             log.warning("%s: app %r is also in %s; using the file's", source, name, config.source)
             continue
-        apps[name] = parse_app(source, name, raw, config.platform)
+        apps[name] = parse_app(source, name, raw, config.platform, None, max_replicas)
     return Config(platform=config.platform, apps=apps, source=config.source)
 
 
 def with_stored(settings: Settings, config: Config) -> Config:
-    return merge(config, AppFile(settings.apps_file).read(), str(settings.apps_file))
+    stored = AppFile(settings.apps_file).read()
+    return merge(config, stored, str(settings.apps_file), settings.max_replicas)
 
 
 def load_full_config(settings: Settings) -> Config:
     """nephelios.yml plus the apps created through the admin API."""
-    return with_stored(settings, load_config(settings.config_path))
+    return with_stored(settings, load_config(settings.config_path, settings.max_replicas))
 
 
 def stored_names(settings: Settings) -> set[str]:

@@ -10,12 +10,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# nephelios.yml, `/scale` and `/create` refuse more replicas than NEPHELIOS_MAX_REPLICAS,
+# DEFAULT_MAX_REPLICAS when unset (re-exported here for callers of Settings).
+from pipeline.core.appmodel import DEFAULT_MAX_REPLICAS as DEFAULT_MAX_REPLICAS
 from pipeline.errors import ConfigError
 
 QUEUE_NAME = "nephelios-deploy"
 GITHUB_API_URL = "https://api.github.com"
-# `/scale` and `/create` refuse more replicas than this (NEPHELIOS_MAX_REPLICAS).
-DEFAULT_MAX_REPLICAS = 10
 
 
 def _default_state_dir() -> Path:

@@ -44,3 +44,44 @@ def test_reserved_app_names_are_refused_by_create() -> None:
 
 def test_names_merely_containing_nephelios_are_fine() -> None:
     assert "my-nephelios" in parse_config({"apps": {"my-nephelios": {"repo": "a/b"}}}).apps
+
+
+# --- 2. one replicas cap: NEPHELIOS_MAX_REPLICAS ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("apps: {web: {repo: a/b, replicas: 11}}", "apps.web.replicas"),
+        (
+            "apps: {web: {repo: a/b, processes: {jobs: {command: run, replicas: 50}}}}",
+            "apps.web.processes.jobs.replicas",
+        ),
+        ("apps: {web: {repo: a/b, replicas: 100000}}", "apps.web.replicas"),
+    ],
+)
+def test_replicas_above_the_cap_are_refused_naming_the_cap(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    message = refused(tmp_path, text)
+    assert f"{key}: expected an integer from 0 to 10 (NEPHELIOS_MAX_REPLICAS)" in message
+
+
+def test_the_cap_follows_the_setting(tmp_path: Path) -> None:
+    path = write(tmp_path, "apps: {web: {repo: a/b, replicas: 50}}")
+    assert load_config(path, max_replicas=50).apps["web"].replicas == 50
+    with pytest.raises(ConfigError, match="from 0 to 49"):
+        load_config(path, max_replicas=49)
+
+
+def test_create_names_the_configured_cap_for_huge_replicas() -> None:
+    body = {"app_name": "web", "github_url": "a/b", "replicas": 10**9}
+    with pytest.raises(AdminError, match=r"replicas: expected an integer from 0 to 7 "):
+        parse_create(body, Platform(), 7)
+    body = {
+        "app_name": "web",
+        "github_url": "a/b",
+        "processes": {"q": {"command": "x", "replicas": 8}},
+    }
+    with pytest.raises(AdminError, match=r"processes.q.replicas: .* from 0 to 7"):
+        parse_create(body, Platform(), 7)

@@ -20,7 +20,7 @@ log = logging.getLogger("nephelios")
 
 
 def load(settings: Settings) -> Config:
-    return load_config(settings.config_path)
+    return load_config(settings.config_path, settings.max_replicas)
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:

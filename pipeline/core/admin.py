@@ -98,7 +98,7 @@ def parse_create(body: object, platform: Platform, max_replicas: int) -> CreateR
     if isinstance(branch, str) and not REF_NAME_RE.match(branch):
         raise AdminError(f"branch: expected one branch name, not a pattern (got {branch!r})")
     try:
-        app = parse_app("body", name, raw, platform)
+        app = parse_app("body", name, raw, platform, None, max_replicas)
     except ConfigError as exc:
         raise AdminError(body_reason(exc, name)) from exc
     check_replicas(app.replicas, max_replicas)

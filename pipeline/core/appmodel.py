@@ -51,6 +51,9 @@ RESOURCE_KEYS = {"cpus", "memory", "reserve_cpus", "reserve_memory"}
 PROCESS_KEYS = {"command", "replicas"}
 SECRET_KEYS = {"env"}
 BUILD_KEYS = {"context", "dockerfile", "target", "args"}
+# The cap on replicas when NEPHELIOS_MAX_REPLICAS is not set; the same cap applies to
+# nephelios.yml, to /create and to /scale, so all three say the same thing.
+DEFAULT_MAX_REPLICAS = 10
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,9 @@ class BuildOptions:
     args: Mapping[str, str] = field(default_factory=dict)
 
 
-def parse_app_model(source: str, key: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+def parse_app_model(
+    source: str, key: str, raw: Mapping[str, Any], max_replicas: int = DEFAULT_MAX_REPLICAS
+) -> dict[str, Any]:
     """Validate the app-model keys of one app; return them as keyword arguments for App."""
     strip = raw.get("strip_prefix", False)
     _bool(source, f"{key}.strip_prefix", strip)
@@ -132,7 +137,9 @@ def parse_app_model(source: str, key: str, raw: Mapping[str, Any]) -> dict[str, 
         "placement": _placement(source, f"{key}.placement", raw.get("placement") or []),
         "volumes": _volumes(source, f"{key}.volumes", raw.get("volumes") or {}),
         "secrets": _secrets(source, f"{key}.secrets", raw.get("secrets") or {}),
-        "processes": _processes(source, f"{key}.processes", raw.get("processes") or {}),
+        "processes": _processes(
+            source, f"{key}.processes", raw.get("processes") or {}, max_replicas
+        ),
         "build": _build(source, f"{key}.build", raw.get("build") or {}),
         "install_command": _shell_line(
             source, f"{key}.install_command", raw.get("install_command")
@@ -264,7 +271,7 @@ def _secrets(source: str, key: str, value: object) -> dict[str, SecretUse]:
     return secrets
 
 
-def _processes(source: str, key: str, value: object) -> dict[str, Process]:
+def _processes(source: str, key: str, value: object, max_replicas: int) -> dict[str, Process]:
     _mapping(source, key, value, None)
     assert isinstance(value, dict)
     processes = {}
@@ -280,7 +287,7 @@ def _processes(source: str, key: str, value: object) -> dict[str, Process]:
             raise ConfigError(source, f"{where}.command", None, "is required")
         processes[name] = Process(
             command=_command(source, f"{where}.command", spec["command"]),
-            replicas=_int(source, f"{where}.replicas", spec.get("replicas", 1), 0, 100),
+            replicas=replicas(source, f"{where}.replicas", spec.get("replicas", 1), max_replicas),
         )
     return processes
 
@@ -347,6 +354,17 @@ def _workdir(source: str, key: str, value: object) -> str | None:
 def _bool(source: str, key: str, value: object) -> None:
     if not isinstance(value, bool):
         raise ConfigError(source, key, value, "expected true or false")
+
+
+def replicas(source: str, key: str, value: object, max_replicas: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= max_replicas:
+        raise ConfigError(
+            source,
+            key,
+            value,
+            f"expected an integer from 0 to {max_replicas} (NEPHELIOS_MAX_REPLICAS)",
+        )
+    return value
 
 
 def _int(source: str, key: str, value: object, low: int, high: int) -> int:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from pipeline.core.appmodel import (
+    DEFAULT_MAX_REPLICAS,
     MODEL_KEYS,
     TLS,
     BuildOptions,
@@ -27,6 +28,7 @@ from pipeline.core.appmodel import (
     SecretUse,
     parse_app_model,
     parse_tls,
+    replicas,
 )
 from pipeline.errors import ConfigError
 
@@ -152,7 +154,7 @@ APP_KEYS = {
 } | MODEL_KEYS  # app model (issue 8): routing, TLS, health, resources, processes, build...
 
 
-def load_config(path: str | Path) -> Config:
+def load_config(path: str | Path, max_replicas: int = DEFAULT_MAX_REPLICAS) -> Config:
     """Read and validate nephelios.yml; raise ConfigError naming the file, key and value."""
     source = str(path)
     try:
@@ -163,10 +165,15 @@ def load_config(path: str | Path) -> Config:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(source, "<file>", source, f"not valid YAML: {exc}") from exc
-    return parse_config(data, source=source, base_dir=Path(path).resolve().parent)
+    return parse_config(data, source, Path(path).resolve().parent, max_replicas)
 
 
-def parse_config(data: object, source: str = "<memory>", base_dir: Path | None = None) -> Config:
+def parse_config(
+    data: object,
+    source: str = "<memory>",
+    base_dir: Path | None = None,
+    max_replicas: int = DEFAULT_MAX_REPLICAS,
+) -> Config:
     if data is None:
         data = {}
     _check_mapping(source, "<top>", data, {"platform", "apps"})
@@ -176,12 +183,17 @@ def parse_config(data: object, source: str = "<memory>", base_dir: Path | None =
     _check_mapping(source, "apps", raw_apps, None)
     apps = {}
     for name, raw in raw_apps.items():
-        apps[str(name)] = parse_app(source, str(name), raw or {}, platform, base_dir)
+        apps[str(name)] = parse_app(source, str(name), raw or {}, platform, base_dir, max_replicas)
     return Config(platform=platform, apps=apps, source=source)
 
 
 def parse_app(
-    source: str, name: str, raw: object, platform: Platform, base_dir: Path | None = None
+    source: str,
+    name: str,
+    raw: object,
+    platform: Platform,
+    base_dir: Path | None = None,
+    max_replicas: int = DEFAULT_MAX_REPLICAS,
 ) -> App:
     """Validate one app's mapping (from nephelios.yml or an admin call)."""
     key = f"apps.{name}"
@@ -216,14 +228,14 @@ def parse_app(
         type=app_type,
         port=_int(source, f"{key}.port", raw.get("port", DEFAULT_PORTS[app_type]), 1, 65535),
         domains=_domains(source, f"{key}.domains", raw.get("domains"), name, platform),
-        replicas=_int(source, f"{key}.replicas", raw.get("replicas", 1), 0, 100),
+        replicas=replicas(source, f"{key}.replicas", raw.get("replicas", 1), max_replicas),
         env=_env(source, f"{key}.env", raw.get("env") or {}),
         git_url=_git_url(source, f"{key}.git_url", raw.get("git_url"), base_dir),
         build_timeout_s=_int(
             source, f"{key}.build_timeout_s", raw.get("build_timeout_s", 1800), 10, 24 * 3600
         ),
         **parse_intake_keys(source, key, raw),
-        **parse_app_model(source, key, raw),  # app model (issue 8)
+        **parse_app_model(source, key, raw, max_replicas),  # app model (issue 8)
     )
 
 
