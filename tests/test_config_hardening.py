@@ -85,3 +85,39 @@ def test_create_names_the_configured_cap_for_huge_replicas() -> None:
     }
     with pytest.raises(AdminError, match=r"processes.q.replicas: .* from 0 to 7"):
         parse_create(body, Platform(), 7)
+
+
+# --- 3. env names and values, volume targets ------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["A=B", "A\x00", "A\n", "", "1A"])
+def test_bad_env_names_are_refused(name: str) -> None:
+    with pytest.raises(ConfigError, match="not a valid variable name"):
+        parse_config({"apps": {"w": {"repo": "a/b", "env": {name: "v"}}}})
+
+
+def test_env_values_with_nul_are_refused_without_echoing_them() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"apps": {"w": {"repo": "a/b", "env": {"TOKEN": "hunter2\x00y"}}}})
+    assert "apps.w.env.TOKEN: contains a NUL character" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_create_refuses_nul_env_values_without_echoing_them() -> None:
+    body = {"app_name": "web", "github_url": "a/b", "env": {"TOKEN": "hunter2\x00y"}}
+    with pytest.raises(AdminError) as caught:
+        parse_create(body, Platform(), 10)
+    assert str(caught.value) == "env.TOKEN: contains a NUL character"
+
+
+@pytest.mark.parametrize(
+    "target", ["/", "//", "/./", "/proc", "/data\x00", "/a\nb", "data", "/a:b"]
+)
+def test_unusable_volume_targets_are_refused(target: str) -> None:
+    with pytest.raises(ConfigError, match=r"apps\.w\.volumes\.data: "):
+        parse_config({"apps": {"w": {"repo": "a/b", "volumes": {"data": target}}}})
+
+
+def test_a_plain_volume_target_is_kept() -> None:
+    app = parse_config({"apps": {"w": {"repo": "a/b", "volumes": {"data": "/var/lib/app"}}}})
+    assert dict(app.apps["w"].volumes) == {"data": "/var/lib/app"}

@@ -9,6 +9,7 @@ dotted key and the bad value. Rendering them is `pipeline.core.render`'s job.
 from __future__ import annotations
 
 import difflib
+import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,9 @@ MEMORY_RE = re.compile(r"^[0-9]+(?:\.[0-9]+)?[bkmgBKMG]?$")
 # node.role == manager, node.labels.disk != hdd, engine.labels.x == y
 CONSTRAINT_RE = re.compile(r"^[A-Za-z0-9_.-]+ *(?:==|!=) *[A-Za-z0-9_.:/-]+$")
 PROCESS_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,20}[a-z0-9])?$")
+# A mount target: absolute, printable, no ':' (the compose short syntax's separator).
+VOLUME_TARGET_RE = re.compile(r"/[^\x00-\x1f\x7f:]*")
+SYSTEM_DIRS = ("/proc", "/sys", "/dev", "/etc", "/bin", "/sbin", "/lib", "/usr")
 VOLUME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,30}[a-z0-9])?$")
 SECRET_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # A build context or Dockerfile path inside the repository: relative, no '..'.
@@ -245,8 +249,12 @@ def _volumes(source: str, key: str, value: object) -> dict[str, str]:
             raise ConfigError(
                 source, f"{key}.{name}", name, "volume names are lowercase letters, digits, - or _"
             )
-        if not isinstance(target, str) or not target.startswith("/") or ":" in target:
+        if not isinstance(target, str) or not VOLUME_TARGET_RE.fullmatch(target):
             raise ConfigError(source, f"{key}.{name}", target, "expected an absolute path")
+        # A volume over the container's root (or /proc, /dev...) hides the image itself.
+        # normpath keeps a leading '//' (POSIX leaves its meaning open); Linux reads it as '/'.
+        if "/" + posixpath.normpath(target).lstrip("/") in ("/", *SYSTEM_DIRS):
+            raise ConfigError(source, f"{key}.{name}", target, "cannot mount over a system path")
         volumes[name] = target
     return volumes
 
@@ -306,7 +314,7 @@ def _build(source: str, key: str, value: object) -> BuildOptions:
     for name, item in args.items():
         if not isinstance(name, str) or not BUILD_ARG_RE.match(name):
             raise ConfigError(source, f"{key}.args.{name}", name, "not a valid build arg name")
-        if isinstance(item, dict | list) or item is None:
+        if isinstance(item, dict | list) or item is None or "\x00" in str(item):
             raise ConfigError(source, f"{key}.args.{name}", item, "expected a string or number")
     return BuildOptions(
         context=context.strip("/") or ".",

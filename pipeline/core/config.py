@@ -385,10 +385,15 @@ def _env(source: str, key: str, value: object) -> dict[str, str]:
         raise ConfigError(source, key, value, "expected a mapping of NAME: value")
     env = {}
     for name, item in value.items():
-        if not isinstance(name, str) or not ENV_NAME_RE.match(name):
+        # fullmatch: `$` would let a trailing newline through into the container's env.
+        if not isinstance(name, str) or not ENV_NAME_RE.fullmatch(name):
             raise ConfigError(source, f"{key}.{name}", name, "not a valid variable name")
         if isinstance(item, dict | list) or item is None:
             raise ConfigError(source, f"{key}.{name}", "<hidden>", "expected a string or number")
+        # The kernel ends an environment string at NUL, so Docker refuses it at deploy time;
+        # refuse it here without echoing the value, which may be a secret.
+        if "\x00" in str(item):
+            raise ConfigError(source, f"{key}.{name}", "<hidden>", "contains a NUL character")
         # YAML turns `yes` into True; the container should see what the user most likely
         # meant, so booleans become lowercase words rather than "True".
         env[name] = str(item).lower() if isinstance(item, bool) else str(item)
