@@ -9,6 +9,7 @@ import pytest
 from pipeline.core.admin import parse_create
 from pipeline.core.config import Platform, load_config, parse_config
 from pipeline.errors import AdminError, ConfigError
+from pipeline.settings import Settings
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -121,3 +122,30 @@ def test_unusable_volume_targets_are_refused(target: str) -> None:
 def test_a_plain_volume_target_is_kept() -> None:
     app = parse_config({"apps": {"w": {"repo": "a/b", "volumes": {"data": "/var/lib/app"}}}})
     assert dict(app.apps["w"].volumes) == {"data": "/var/lib/app"}
+
+
+# --- 4. REDIS_URL -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["notaurl", "http://127.0.0.1:6379", "redis://", "redis://h:port/0", "redis://h/x", "unix:x"],
+)
+def test_unusable_redis_urls_are_refused_in_one_line(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"REDIS_URL": url})
+    assert str(caught.value).startswith("environment: REDIS_URL: expected redis://")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_redis_password_is_not_echoed() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"REDIS_URL": "redis://:hunter2@h:notaport/0"})
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379/11", "rediss://:pw@redis.example:6380", "unix:///run/r.sock"]
+)
+def test_usable_redis_urls_pass(url: str) -> None:
+    assert Settings.from_env({"REDIS_URL": url}).redis_url == url
