@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.admin import parse_create
-from pipeline.core.config import Platform, load_config, parse_config
+from pipeline.core.config import Platform, load_config, parse_config, read_yaml
 from pipeline.errors import AdminError, ConfigError
 from pipeline.settings import Settings
 
@@ -149,3 +149,55 @@ def test_a_redis_password_is_not_echoed() -> None:
 )
 def test_usable_redis_urls_pass(url: str) -> None:
     assert Settings.from_env({"REDIS_URL": url}).redis_url == url
+
+
+# --- 5. YAML errors: one line, the place, never the file's content ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("domain: [", "line 1 column 10"),
+        ("apps:\n  web: !!python/object/apply:os.system ['id']\n", "line 2 column 8"),
+        ("apps:\n\tweb: {}\n", "line 2 column 1"),
+        ("apps: {web: {repo: a/b}}\x00", "character 25"),
+    ],
+)
+def test_yaml_syntax_errors_are_one_line_naming_line_and_column(
+    tmp_path: Path, text: str, where: str
+) -> None:
+    message = refused(tmp_path, text)
+    assert message.startswith(f"{tmp_path / 'nephelios.yml'}: {where}: not valid YAML: ")
+
+
+def test_a_file_that_is_not_nephelios_yml_is_not_echoed(tmp_path: Path) -> None:
+    shadow = "root:$6$salt$SECRETHASH:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n"
+    assert "SECRETHASH" not in refused(tmp_path, shadow)
+    assert "SECRETHASH" not in refused(tmp_path, "SECRETHASH and more words\n")
+    path = tmp_path / "binary.yml"
+    path.write_bytes(b"\xff\xfeSECRETHASH")
+    with pytest.raises(ConfigError, match="not UTF-8") as caught:
+        load_config(path)
+    assert "SECRETHASH" not in str(caught.value)
+
+
+# --- 6. duplicate keys and domains ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("apps:\n  web: {repo: a/b}\n  web: {repo: c/d}\n", "line 3 column 3"),
+        ("apps: {web: {repo: a/b, replicas: 1, replicas: 2}}", "line 1 column 38"),
+        ("platform: {}\nplatform: {}\n", "line 2 column 1"),
+    ],
+)
+def test_duplicate_keys_are_refused(tmp_path: Path, text: str, where: str) -> None:
+    message = refused(tmp_path, text)
+    assert f": {where}: not valid YAML: " in message
+    assert "given twice" in message
+
+
+def test_merge_keys_may_still_be_overridden() -> None:
+    data = read_yaml("x", "a: &b {repo: a/b, replicas: 1}\nc: {<<: *b, replicas: 2}\n")
+    assert data == {"a": {"repo": "a/b", "replicas": 1}, "c": {"repo": "a/b", "replicas": 2}}

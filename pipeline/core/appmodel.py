@@ -386,9 +386,20 @@ def _mapping(source: str, key: str, value: object, allowed: set[str] | None) -> 
         raise ConfigError(source, key, value, "expected a mapping")
     for name in value:
         if allowed is not None and name not in allowed:
-            close = difflib.get_close_matches(str(name), sorted(allowed), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(source, f"{key}.{name}", name, f"unknown key{hint}")
+            raise unknown_key(source, key, name, allowed)
+
+
+# A key shown in an error: a file that is not nephelios.yml at all (NEPHELIOS_CONFIG pointing
+# at /etc/shadow parses as a mapping whose keys are whole lines) must not be echoed.
+SHOWN_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def unknown_key(source: str, key: str, name: object, allowed: set[str]) -> ConfigError:
+    shown = str(name) if SHOWN_KEY_RE.fullmatch(str(name)) else "<key not shown>"
+    close = difflib.get_close_matches(shown, sorted(allowed), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    where = shown if key == "<top>" else f"{key}.{shown}"
+    return ConfigError(source, where, shown, f"unknown key{hint}")
 
 
 # --- platform: Let's Encrypt for every app -------------------------------------------------

@@ -7,7 +7,6 @@ value. Nothing else in Nephelios reads YAML or guesses defaults.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import yaml
 from pipeline.core.appmodel import (
     DEFAULT_MAX_REPLICAS,
     MODEL_KEYS,
+    SHOWN_KEY_RE,
     TLS,
     BuildOptions,
     Health,
@@ -29,8 +29,9 @@ from pipeline.core.appmodel import (
     parse_app_model,
     parse_tls,
     replicas,
+    unknown_key,
 )
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, ConfigSyntaxError
 
 APP_TYPES = ("static", "python", "nodejs")
 DEFAULT_PORTS = {"static": 80, "python": 8000, "nodejs": 3000}
@@ -161,11 +162,49 @@ def load_config(path: str | Path, max_replicas: int = DEFAULT_MAX_REPLICAS) -> C
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(source, "<file>", source, f"cannot read: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, "<file>", source, f"not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigSyntaxError(source, f"byte {exc.start}", "not UTF-8 text") from exc
+    data = read_yaml(source, text)
     return parse_config(data, source, Path(path).resolve().parent, max_replicas)
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key given twice in one mapping is an error: by default
+    the last one silently wins, and a user who wrote `replicas` twice meant one of them."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults` is meant to be overridden by the keys beside it
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, list | dict):
+                continue  # unhashable: the base class refuses it with its own message
+            if key in seen:
+                shown = str(key) if SHOWN_KEY_RE.fullmatch(str(key)) else "a key"
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{shown} is given twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(source: str, text: str) -> object:
+    """The document in `text`; a syntax error becomes one line naming the place, and never
+    quotes the file (it may not be nephelios.yml at all)."""
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "<file>"
+        problem = (exc.problem or exc.context or "not valid YAML").strip()
+        raise ConfigSyntaxError(source, where, f"not valid YAML: {problem[:120]}") from exc
+    except yaml.YAMLError as exc:
+        # The reader's errors (control characters, bad encodings) carry a position, no mark.
+        position = getattr(exc, "position", None)
+        where = "<file>" if position is None else f"character {position + 1}"
+        reason = str(getattr(exc, "reason", "") or "not valid YAML")
+        raise ConfigSyntaxError(source, where, f"not valid YAML: {reason[:120]}") from exc
 
 
 def parse_config(
@@ -335,15 +374,14 @@ def _notify_urls(source: str, key: str, value: object) -> tuple[str, ...]:
 
 def _check_mapping(source: str, key: str, value: object, allowed: set[str] | None) -> None:
     if not isinstance(value, dict):
-        raise ConfigError(source, key, value, "expected a mapping")
+        # The whole file's value would be the file itself: name its type only.
+        shown = type(value).__name__ if key == "<top>" else value
+        raise ConfigError(source, key, shown, "expected a mapping")
     if allowed is None:
         return
     for name in value:
         if name not in allowed:
-            close = difflib.get_close_matches(str(name), sorted(allowed), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            where = str(name) if key == "<top>" else f"{key}.{name}"
-            raise ConfigError(source, where, name, f"unknown key{hint}")
+            raise unknown_key(source, key, name, allowed)
 
 
 def _string(source: str, key: str, value: object, required: bool = False) -> str:
