@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.appmodel import DEFAULT_MAX_REPLICAS
-from pipeline.core.config import App, Config, load_config, parse_app
+from pipeline.core.config import App, Config, check_routes, load_config, parse_app
 from pipeline.errors import ConfigError, Conflict, UnknownApp
 from pipeline.settings import Settings
 
@@ -114,7 +114,9 @@ def merge(
         if name in apps:
             log.warning("%s: app %r is also in %s; using the file's", source, name, config.source)
             continue
-        apps[name] = parse_app(source, name, raw, config.platform, None, max_replicas)
+        app = parse_app(source, name, raw, config.platform, None, max_replicas)
+        check_routes(source, apps, app)
+        apps[name] = app
     return Config(platform=config.platform, apps=apps, source=config.source)
 
 

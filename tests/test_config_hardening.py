@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.apps import merge
 from pipeline.core.admin import parse_create
 from pipeline.core.config import Platform, load_config, parse_config, read_yaml
 from pipeline.errors import AdminError, ConfigError
@@ -201,3 +202,26 @@ def test_duplicate_keys_are_refused(tmp_path: Path, text: str, where: str) -> No
 def test_merge_keys_may_still_be_overridden() -> None:
     data = read_yaml("x", "a: &b {repo: a/b, replicas: 1}\nc: {<<: *b, replicas: 2}\n")
     assert data == {"a": {"repo": "a/b", "replicas": 1}, "c": {"repo": "a/b", "replicas": 2}}
+
+
+def test_two_apps_claiming_one_domain_are_refused(tmp_path: Path) -> None:
+    text = "apps:\n  a: {repo: a/b, domains: [x.example]}\n  b: {repo: c/d, domains: [X.example]}\n"
+    message = refused(tmp_path, text)
+    assert "apps.b.domains: already routed to app 'a' (got 'x.example')" in message
+
+
+def test_one_domain_under_different_path_prefixes_is_fine() -> None:
+    apps = {
+        "site": {"repo": "a/b", "domains": ["x.example"]},
+        "api": {"repo": "a/c", "domains": ["x.example"], "path_prefixes": ["/api"]},
+    }
+    assert set(parse_config({"apps": apps}).apps) == {"site", "api"}
+    apps["api2"] = {"repo": "a/d", "domains": ["x.example"], "path_prefixes": ["/api/"]}
+    with pytest.raises(ConfigError, match="already routed to app 'api'"):
+        parse_config({"apps": apps})
+
+
+def test_a_stored_app_claiming_a_declared_domain_is_refused() -> None:
+    config = parse_config({"apps": {"a": {"repo": "a/b"}}})
+    with pytest.raises(ConfigError, match=r"apps\.s\.domains: already routed to app 'a'"):
+        merge(config, {"s": {"repo": "c/d", "domains": ["a.localhost"]}}, "apps.json")

@@ -220,10 +220,37 @@ def parse_config(
     platform = _parse_platform(source, data.get("platform") or {})
     raw_apps = data.get("apps") or {}
     _check_mapping(source, "apps", raw_apps, None)
-    apps = {}
+    apps: dict[str, App] = {}
     for name, raw in raw_apps.items():
-        apps[str(name)] = parse_app(source, str(name), raw or {}, platform, base_dir, max_replicas)
+        app = parse_app(source, str(name), raw or {}, platform, base_dir, max_replicas)
+        check_routes(source, apps, app)
+        apps[str(name)] = app
     return Config(platform=platform, apps=apps, source=source)
+
+
+def route_owner(apps: Mapping[str, App], app: App) -> tuple[str, str] | None:
+    """(domain, other app) when another app already answers one of `app`'s routes.
+
+    A route is a domain and a path prefix: two apps may share a domain under different
+    prefixes (Traefik prefers the longer rule), never the same one, or which app answers
+    would depend on Traefik's tie-break."""
+    mine = {(d, p) for d in app.domains for p in app.path_prefixes or ("",)}
+    for other in apps.values():
+        if other.name == app.name:
+            continue
+        for domain, prefix in sorted(mine):
+            if domain in other.domains and prefix in (other.path_prefixes or ("",)):
+                return domain + prefix, other.name
+    return None
+
+
+def check_routes(source: str, apps: Mapping[str, App], app: App) -> None:
+    clash = route_owner(apps, app)
+    if clash is not None:
+        route, other = clash
+        raise ConfigError(
+            source, f"apps.{app.name}.domains", route, f"already routed to app {other!r}"
+        )
 
 
 def parse_app(
