@@ -225,3 +225,38 @@ def test_a_stored_app_claiming_a_declared_domain_is_refused() -> None:
     config = parse_config({"apps": {"a": {"repo": "a/b"}}})
     with pytest.raises(ConfigError, match=r"apps\.s\.domains: already routed to app 'a'"):
         merge(config, {"s": {"repo": "c/d", "domains": ["a.localhost"]}}, "apps.json")
+
+
+# --- 7. image references and the registry ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("platform", "key"),
+    [
+        ("{registry: 'a b'}", "platform.registry"),
+        ("{registry: '-x:5000'}", "platform.registry"),
+        ("{registry: 'host:port'}", "platform.registry"),
+        ("{traefik_image: '--privileged'}", "platform.traefik_image"),
+        ("{traefik_image: 'Traefik:v3'}", "platform.traefik_image"),
+        ('{base_images: {static: "busybox\\nRUN id"}}', "platform.base_images.static"),
+        ("{base_images: {python: 'python:3.12 AS x'}}", "platform.base_images.python"),
+    ],
+)
+def test_bad_images_and_registries_are_refused(tmp_path: Path, platform: str, key: str) -> None:
+    message = refused(tmp_path, f"platform: {platform}\n")
+    assert f": {key}: expected " in message
+
+
+def test_real_images_and_registries_pass() -> None:
+    platform = parse_config(
+        {
+            "platform": {
+                "registry": "10.0.0.1:5000/team/",
+                "traefik_image": "registry.example.com:5000/traefik:v3.1@sha256:" + "a" * 64,
+                "base_images": {"python": "python:3.12-slim", "nodejs": "library/node__x:20"},
+            }
+        }
+    ).platform
+    assert platform.registry == "10.0.0.1:5000/team/"
+    assert platform.base_images["python"] == "python:3.12-slim"
+    assert parse_config({"platform": {"registry": "localhost:5000"}}).platform.registry

@@ -52,6 +52,17 @@ ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Branch globs: git's own ref rules forbid these characters, so refusing them early keeps
 # nonsense out of refspecs.
 BRANCH_RE = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/*?\[\]-]{1,200}$")
+# Image references and registries, after Docker's reference grammar (distribution/reference):
+# they reach a generated Dockerfile's FROM line and the edge stack file, so a space, a newline
+# or a leading '-' must never get through.
+_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+_PORT = r"(?::[0-9]{1,5})?"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REGISTRY_RE = re.compile(rf"{_HOST}{_PORT}(?:/{_COMPONENT})*")
+IMAGE_RE = re.compile(
+    rf"(?:{_HOST}{_PORT}/)?{_COMPONENT}(?:/{_COMPONENT})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?"
+)
 # Nephelios' own stacks (the edge router is stack `nephelios`) must never be an app's:
 # deploying an app runs `docker stack deploy --prune` on the stack of its name.
 RESERVED_PREFIX = "nephelios"
@@ -361,25 +372,38 @@ def _parse_platform(source: str, raw: object) -> Platform:
     raw_images = raw.get("base_images") or {}
     _check_mapping(source, "platform.base_images", raw_images, set(APP_TYPES))
     for app_type, image in raw_images.items():
-        base_images[app_type] = _string(source, f"platform.base_images.{app_type}", image)
+        base_images[app_type] = _image(source, f"platform.base_images.{app_type}", image)
     registry = raw.get("registry")
+    if registry is not None:
+        registry = _string(source, "platform.registry", registry)
+        if not REGISTRY_RE.fullmatch(registry.rstrip("/")):
+            raise ConfigError(
+                source, "platform.registry", registry, "expected a registry HOST[:PORT][/PATH]"
+            )
     return Platform(
         domain=domain,
         edge_network=network,
         http_port=_int(source, "platform.http_port", raw.get("http_port", 80), 1, 65535),
         https_port=_int(source, "platform.https_port", raw.get("https_port", 443), 1, 65535),
-        registry=None if registry is None else _string(source, "platform.registry", registry),
+        registry=registry,
         keep_images=_int(source, "platform.keep_images", raw.get("keep_images", 3), 1, 100),
         git_base_url=_string(
             source, "platform.git_base_url", raw.get("git_base_url", defaults.git_base_url)
         ),
-        traefik_image=_string(
+        traefik_image=_image(
             source, "platform.traefik_image", raw.get("traefik_image", defaults.traefik_image)
         ),
         base_images=base_images,
         notify=_notify_urls(source, "platform.notify", raw.get("notify") or []),
         tls=parse_tls(source, "platform.tls", raw.get("tls")),  # app model (issue 8)
     )
+
+
+def _image(source: str, key: str, value: object) -> str:
+    image = _string(source, key, value)
+    if not IMAGE_RE.fullmatch(image):
+        raise ConfigError(source, key, value, "expected an image reference such as name:tag")
+    return image
 
 
 def _notify_urls(source: str, key: str, value: object) -> tuple[str, ...]:
