@@ -30,7 +30,7 @@ from typing import Any
 
 from pipeline.core.appmodel import DEFAULT_MAX_REPLICAS
 from pipeline.core.config import App, Config, check_routes, load_config, parse_app
-from pipeline.errors import ConfigError, Conflict, UnknownApp
+from pipeline.errors import ConfigError, ConfigSyntaxError, Conflict, UnknownApp
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ class AppFile:
             return {}
         except OSError as exc:
             raise ConfigError(str(self.path), "<file>", str(self.path), exc.strerror or "") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigSyntaxError(str(self.path), f"byte {exc.start}", "not UTF-8") from exc
         try:
             data = json.loads(text)
         except ValueError as exc:

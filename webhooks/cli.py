@@ -23,12 +23,23 @@ def load(settings: Settings) -> Config:
     return load_config(settings.config_path, settings.max_replicas)
 
 
+def load_checked(settings: Settings) -> Config:
+    """nephelios.yml, after checking that the stored apps (`<state>/apps.json`) load with it:
+    a broken file refuses start-up in one line, rather than failing each later request that
+    reads it. Returns the file's config alone; the stored apps are re-read where used."""
+    from pipeline.apps import with_stored
+
+    config = load(settings)
+    with_stored(settings, config)
+    return config
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from webhooks.app import create_app
 
-    app = create_app(settings, load(settings))
+    app = create_app(settings, load_checked(settings))
     log.info("receiver on %s:%d (%r)", args.host, settings.port, settings)
     # log_config=None: uvicorn logs through the root handler, so --log-format applies to it.
     uvicorn.run(
@@ -48,7 +59,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
     from webhooks.rqworker import NepheliosWorker
 
-    config = load(settings)  # refuse to start on a bad config rather than fail every job
+    config = load_checked(settings)  # refuse to start on a bad config, not fail every job
     # No socket timeout here: RQ's blocking dequeue and its pub/sub thread wait on purpose,
     # and with a short timeout the pub/sub thread never notices the stop at shutdown.
     connection = redis.Redis.from_url(settings.redis_url)
@@ -81,7 +92,7 @@ def cmd_edge(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from webhooks.up import up
 
-    return up(settings, load(settings), args)
+    return up(settings, load_checked(settings), args)
 
 
 # --- app model (issue 8): secrets and volumes ---
