@@ -21,8 +21,11 @@ def nephelios(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedPro
         "NEPHELIOS_CONFIG": str(config),
         "NEPHELIOS_STATE_DIR": str(tmp_path / "state"),
         "NEPHELIOS_WEBHOOK_SECRET": "s",
-        # Nothing may be reached: a refused start-up fails before any connection.
+        # Nothing may be reached: a refused start-up fails before any connection, and should
+        # a check regress, `up` finds no engine and binds only a port of this test's own.
         "REDIS_URL": "redis://127.0.0.1:1/0",
+        "DOCKER_HOST": "unix:///nonexistent/docker.sock",
+        "NEPHELIOS_PORT": os.environ.get("NEPHELIOS_TEST_CLI_PORT", "21010"),
         **env,
     }
     return subprocess.run(
