@@ -58,9 +58,9 @@ class Settings:
             port=int(port_text),
             state_dir=Path(state) if state else _default_state_dir(),
             queue_name=env.get("NEPHELIOS_QUEUE", QUEUE_NAME),
-            webhook_secret=env.get("NEPHELIOS_WEBHOOK_SECRET", ""),
-            admin_token=env.get("NEPHELIOS_ADMIN_TOKEN", ""),
-            github_token=env.get("NEPHELIOS_GITHUB_TOKEN", ""),
+            webhook_secret=_secret(env, "NEPHELIOS_WEBHOOK_SECRET"),
+            admin_token=_secret(env, "NEPHELIOS_ADMIN_TOKEN"),
+            github_token=_secret(env, "NEPHELIOS_GITHUB_TOKEN"),
             github_api_url=env.get("NEPHELIOS_GITHUB_API_URL", GITHUB_API_URL),
             public_url=env.get("NEPHELIOS_PUBLIC_URL") or None,
             max_replicas=int(max_text),
@@ -105,3 +105,13 @@ def _redis_url(url: str) -> str:
             "environment", "REDIS_URL", shown, "expected redis://HOST:PORT/DB or unix:///PATH"
         )
     return url
+
+
+def _secret(env: dict[str, str], name: str) -> str:
+    """A secret from the environment. Control characters (a stray \\r from a Windows file,
+    a newline pasted with the value) would make an invalid HTTP header or a wrong HMAC key
+    later; refuse them now, and never show the value."""
+    value = env.get(name, "")
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        raise ConfigError("environment", name, "<hidden>", "contains control characters")
+    return value

@@ -64,3 +64,12 @@ def test_a_broken_apps_file_refuses_start_up(
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "apps.json").write_text(text)
     assert words in one_line_refusal(nephelios(tmp_path, command))
+
+
+# --- 9. a token with control characters: one line, never the token ----------------------------
+
+
+def test_the_client_refuses_a_token_with_a_carriage_return_unseen(tmp_path: Path) -> None:
+    result = nephelios(tmp_path, "apps", NEPHELIOS_ADMIN_TOKEN="hunter2\r")
+    assert "NEPHELIOS_ADMIN_TOKEN: contains control characters" in one_line_refusal(result)
+    assert "hunter2" not in result.stderr + result.stdout

@@ -260,3 +260,17 @@ def test_real_images_and_registries_pass() -> None:
     assert platform.registry == "10.0.0.1:5000/team/"
     assert platform.base_images["python"] == "python:3.12-slim"
     assert parse_config({"platform": {"registry": "localhost:5000"}}).platform.registry
+
+
+# --- 9. secrets with control characters -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["NEPHELIOS_ADMIN_TOKEN", "NEPHELIOS_WEBHOOK_SECRET", "NEPHELIOS_GITHUB_TOKEN"]
+)
+@pytest.mark.parametrize("value", ["hunter2\r", "hunter2\n", "hun\x00ter2", "hunter2\x7f"])
+def test_secrets_with_control_characters_are_refused_unseen(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({name: value})
+    assert str(caught.value).startswith(f"environment: {name}: contains control characters")
+    assert "hunter" not in str(caught.value)
