@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.settings import Settings
+from webhooks.up import child_environment
+
 
 def nephelios(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "nephelios.yml"
@@ -73,3 +76,42 @@ def test_the_client_refuses_a_token_with_a_carriage_return_unseen(tmp_path: Path
     result = nephelios(tmp_path, "apps", NEPHELIOS_ADMIN_TOKEN="hunter2\r")
     assert "NEPHELIOS_ADMIN_TOKEN: contains control characters" in one_line_refusal(result)
     assert "hunter2" not in result.stderr + result.stdout
+
+
+# --- 10. small start-up defects -------------------------------------------------------------
+
+
+def test_serve_refuses_to_start_without_a_webhook_secret(tmp_path: Path) -> None:
+    result = nephelios(tmp_path, "serve", "--host", "127.0.0.1", NEPHELIOS_WEBHOOK_SECRET="")
+    assert "NEPHELIOS_WEBHOOK_SECRET is not set: set it to" in one_line_refusal(result)
+
+
+@pytest.mark.parametrize("workers", ["100000", "65", "-1", "two"])
+def test_up_caps_the_number_of_workers(tmp_path: Path, workers: str) -> None:
+    result = nephelios(tmp_path, "up", "--workers", workers)
+    assert result.returncode == 2
+    assert f"--workers: expected 0 to 64 (got {workers!r})" in result.stderr
+
+
+def test_an_unknown_run_command_prints_usage_before_any_bootstrap() -> None:
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [str(root / "run"), "bogus"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("usage: ./run up")
+    assert result.stderr.count("\n") == 1, result.stderr  # no bootstrap lines before it
+
+
+def test_up_says_whether_it_generated_or_read_the_webhook_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings(state_dir=tmp_path / "state")
+    first = child_environment(settings)["NEPHELIOS_WEBHOOK_SECRET"]
+    assert (
+        capsys.readouterr().out
+        == f"webhook secret: generated, in {tmp_path}/state/webhook-secret\n"
+    )
+    assert child_environment(settings)["NEPHELIOS_WEBHOOK_SECRET"] == first
+    assert capsys.readouterr().out == f"webhook secret: read from {tmp_path}/state/webhook-secret\n"
