@@ -123,8 +123,32 @@ def merge(
 
 
 def with_stored(settings: Settings, config: Config) -> Config:
-    stored = AppFile(settings.apps_file).read()
-    return merge(config, stored, str(settings.apps_file), settings.max_replicas)
+    """`config` plus the stored apps, re-read only when the app file changed.
+
+    The receiver calls this on every delivery; the file is replaced by rename on every
+    change, so its inode, size and mtime tell whether the last merge still holds.
+    """
+    path = settings.apps_file
+    try:
+        info = path.stat()
+        stamp: tuple[int, int, int] | None = (info.st_ino, info.st_size, info.st_mtime_ns)
+    except FileNotFoundError:
+        return config
+    except OSError:
+        stamp = None  # let read() report it
+    # The replicas cap is part of the key: it decides what the merge accepts.
+    key = f"{path}#{settings.max_replicas}"
+    cached = _merged.get(key)
+    if stamp is not None and cached is not None and cached[0] is config and cached[1] == stamp:
+        return cached[2]
+    merged = merge(config, AppFile(path).read(), str(path), settings.max_replicas)
+    if stamp is not None:
+        _merged[key] = (config, stamp, merged)
+    return merged
+
+
+# Per app file and replicas cap: the config merged into, the file's stamp then, the result.
+_merged: dict[str, tuple[Config, tuple[int, int, int], Config]] = {}
 
 
 def load_full_config(settings: Settings) -> Config:
