@@ -231,3 +231,16 @@ def test_a_created_app_deploys_on_push(
     pushed = receiver.post("/webhooks/github", content=body, headers=delivery_headers(body, "s"))
     assert pushed.status_code == 202, pushed.text
     assert [(a["app"], a["status"]) for a in pushed.json()["apps"]] == [("site", "queued")]
+
+
+# --- fixconfig: a domain belongs to one app --------------------------------------------------
+
+
+def test_create_refuses_a_domain_another_app_answers(setup: dict[str, Any]) -> None:
+    body = {
+        "app_name": "thief",
+        "github_url": str(setup["repo"].bare),
+        "domains": ["declared.test.localhost"],
+    }
+    refused(setup["client"].post("/create", json=body, headers=AUTH), 409, "app 'declared'")
+    assert not setup["settings"].apps_file.exists()
