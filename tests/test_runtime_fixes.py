@@ -1,0 +1,109 @@
+"""Runtime defects found by a hostile tester, each pinned on the real engine or in-process.
+
+Remove during a deploy, deploying an app scaled to 0, user values in errors, placeholder
+repositories of local apps, broken stored apps, and what `/remove` leaves behind.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import redis
+import yaml
+from starlette.testclient import TestClient
+
+from pipeline import appdata
+from pipeline.core.config import load_config
+from pipeline.settings import Settings
+from tests.conftest import EDGE_NETWORK, TEST_DOMAIN
+from tests.support import GitRepo, wait_until
+from webhooks.app import create_app
+
+TOKEN = "runtime-fixes-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def admin_client(
+    tmp_path: Path, worker_env: dict[str, str], redis_conn: redis.Redis, edge: int
+) -> tuple[TestClient, Settings]:
+    config_path = Path(worker_env["NEPHELIOS_CONFIG"])
+    platform = {"domain": TEST_DOMAIN, "edge_network": EDGE_NETWORK, "http_port": edge}
+    config_path.write_text(yaml.safe_dump({"platform": platform, "apps": {}}))
+    settings = Settings(
+        config_path=config_path,
+        queue_name=worker_env["NEPHELIOS_QUEUE"],
+        state_dir=Path(worker_env["NEPHELIOS_STATE_DIR"]),
+        admin_token=TOKEN,
+    )
+    return TestClient(create_app(settings, load_config(config_path), redis_conn)), settings
+
+
+def record(client: TestClient, deployment_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = client.get(f"/deployments/{deployment_id}", headers=AUTH).json()
+    return body
+
+
+@pytest.mark.docker
+def test_remove_during_a_deploy_leaves_nothing_deployed(
+    tmp_path: Path,
+    edge: int,
+    redis_conn: redis.Redis,
+    worker: subprocess.Popen[bytes],
+    worker_env: dict[str, str],
+    cleanup_stack: str,
+    docker_client: docker.DockerClient,
+) -> None:
+    app = cleanup_stack
+    client, _ = admin_client(tmp_path, worker_env, redis_conn, edge)
+    repo = GitRepo(tmp_path / "github")
+    repo.commit({"index.html": "<h1>v1</h1>\n"}, "v1")
+    body = {"app_name": app, "app_type": "static", "github_url": str(repo.bare), "port": 8080}
+    created = client.post("/create", json=body, headers=AUTH)
+    assert created.status_code == 202, created.text
+    deployment_id = created.json()["deployment"]
+    wait_until(
+        lambda: record(client, deployment_id)["status"] in ("building", "deploying"),
+        60,
+        "the first deployment to be under way",
+    )
+
+    removed = client.post("/remove", json={"app_name": app}, headers=AUTH)
+
+    assert removed.status_code == 200, removed.text
+    assert record(client, deployment_id)["finished"]  # remove waited for the running deploy
+    in_stack = {"label": f"com.docker.stack.namespace={app}"}
+    assert docker_client.api.services(filters=in_stack) == []
+    assert client.post("/remove", json={"app_name": app}, headers=AUTH).status_code == 404
+
+
+@pytest.mark.docker
+def test_remove_fails_the_queued_deployments_of_the_app(
+    tmp_path: Path,
+    edge: int,
+    redis_conn: redis.Redis,
+    worker_env: dict[str, str],
+    cleanup_stack: str,
+    docker_client: docker.DockerClient,
+) -> None:
+    app = cleanup_stack  # no worker runs: the deployment stays queued until remove
+    client, _ = admin_client(tmp_path, worker_env, redis_conn, edge)
+    repo = GitRepo(tmp_path / "github")
+    repo.commit({"index.html": "<h1>v1</h1>\n"}, "v1")
+    secret = docker_client.secrets.create(
+        name=f"{app}_token_0", data=b"s3cr3t", labels={appdata.APP_LABEL: app}
+    )
+    body = {"app_name": app, "app_type": "static", "github_url": str(repo.bare), "port": 8080}
+    deployment_id = client.post("/create", json=body, headers=AUTH).json()["deployment"]
+
+    removed = client.post("/remove", json={"app_name": app}, headers=AUTH)
+
+    assert removed.status_code == 200, removed.text
+    assert removed.json()["cancelled"] == [deployment_id]
+    assert record(client, deployment_id)["status"] == "failed"
+    assert "app removed" in record(client, deployment_id)["error"]
+    assert removed.json()["secrets"] == [secret.name]  # nothing could delete them later
+    assert docker_client.secrets.list(filters={"label": f"{appdata.APP_LABEL}={app}"}) == []
