@@ -107,3 +107,39 @@ def test_remove_fails_the_queued_deployments_of_the_app(
     assert "app removed" in record(client, deployment_id)["error"]
     assert removed.json()["secrets"] == [secret.name]  # nothing could delete them later
     assert docker_client.secrets.list(filters={"label": f"{appdata.APP_LABEL}={app}"}) == []
+
+
+def finished(client: TestClient, deployment_id: str) -> dict[str, Any] | None:
+    body = record(client, deployment_id)
+    return body if body["finished"] else None
+
+
+@pytest.mark.docker
+def test_deploying_an_app_scaled_to_zero_succeeds_without_waiting_for_an_update(
+    tmp_path: Path,
+    edge: int,
+    redis_conn: redis.Redis,
+    worker: subprocess.Popen[bytes],
+    worker_env: dict[str, str],
+    cleanup_stack: str,
+    docker_client: docker.DockerClient,
+) -> None:
+    app = cleanup_stack
+    client, _ = admin_client(tmp_path, worker_env, redis_conn, edge)
+    repo = GitRepo(tmp_path / "github")
+    repo.commit({"index.html": "<h1>v1</h1>\n"}, "v1")
+    body = {"app_name": app, "app_type": "static", "github_url": str(repo.bare), "port": 8080}
+    first = client.post("/create", json=body, headers=AUTH).json()["deployment"]
+    assert wait_until(lambda: finished(client, first), 120, "first deploy")["status"] == "succeeded"
+    scaled = client.post("/scale", json={"app_name": app, "replicas": 0}, headers=AUTH)
+    assert scaled.status_code == 200, scaled.text
+
+    v2 = repo.commit({"index.html": "<h1>v2</h1>\n"}, "v2")
+    second = client.post(f"/apps/{app}/deploy", json={}, headers=AUTH).json()["deployment"]
+
+    # Well under the 300 s rollout timeout the old judgement ran into.
+    done = wait_until(lambda: finished(client, second), 90, "deploy of an app scaled to 0")
+    assert done["status"] == "succeeded", done["error"]
+    spec = docker_client.api.inspect_service(f"{app}_web")["Spec"]
+    assert spec["Mode"]["Replicated"]["Replicas"] == 0
+    assert spec["Labels"]["nephelios.commit"] == v2
