@@ -6,6 +6,7 @@ repositories of local apps, broken stored apps, and what `/remove` leaves behind
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,13 @@ import yaml
 from starlette.testclient import TestClient
 
 from pipeline import appdata
-from pipeline.core.config import load_config
+from pipeline.core.config import App, Config, Platform, load_config
+from pipeline.core.deployment import Deployment, new_deployment_id
+from pipeline.jobs import Context
+from pipeline.reporting import Reporter
 from pipeline.settings import Settings
+from pipeline.store import Store
+from tests.appmodel_support import deploy, remove_app, write_config
 from tests.conftest import EDGE_NETWORK, TEST_DOMAIN
 from tests.support import GitRepo, wait_until
 from webhooks.app import create_app
@@ -143,3 +149,64 @@ def test_deploying_an_app_scaled_to_zero_succeeds_without_waiting_for_an_update(
     spec = docker_client.api.inspect_service(f"{app}_web")["Spec"]
     assert spec["Mode"]["Replicated"]["Replicas"] == 0
     assert spec["Labels"]["nephelios.commit"] == v2
+
+
+@pytest.mark.docker
+def test_env_values_never_reach_the_record_the_log_or_the_worker_log(
+    tmp_path: Path,
+    redis_conn: redis.Redis,
+    docker_client: docker.DockerClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App(name="site", repo="acme/site", env={"DB_PASSWORD": "pa$$word-42"})
+    config = Config(platform=Platform(), apps={"site": app})
+    store = Store(redis_conn)
+    deployment = Deployment(id=new_deployment_id(), app="site", commit="c" * 40, ref="", trigger="")
+    store.create(deployment)
+    settings = Settings(state_dir=tmp_path)
+    ctx = Context(
+        settings, config, store, deployment, app, docker_client, Reporter.from_settings(settings)
+    )
+
+    # What the Docker CLI says when it quotes the stack file back.
+    ctx.log('environment: {"DB_PASSWORD": "pa$$$$word-42"}')
+    with caplog.at_level(logging.INFO, logger="pipeline.jobs"):
+        ctx.move("failed", "docker stack deploy failed: bad value pa$$word-42")
+
+    saved = store.get(deployment.id)
+    assert saved is not None
+    assert saved.error == "docker stack deploy failed: bad value ***"
+    assert "word-42" not in " ".join(store.read_log(deployment.id))
+    assert "word-42" not in caplog.text and "bad value ***" in caplog.text
+
+
+@pytest.mark.docker
+def test_a_failed_first_stack_deploy_leaves_no_half_made_stack(
+    tmp_path: Path,
+    edge: int,
+    redis_conn: redis.Redis,
+    worker: subprocess.Popen[bytes],
+    worker_env: dict[str, str],
+    app_name: str,
+    docker_client: docker.DockerClient,
+) -> None:
+    # `web` is created first; the 50-character app's process service name is over Swarm's 63.
+    app = (app_name + "x" * 50)[:50]
+    repo = GitRepo(tmp_path / "github")
+    commit = repo.commit({"index.html": "v1\n"})
+    entry = {
+        "repo": "acme/site",
+        "port": 8080,
+        "git_url": str(repo.bare),
+        "processes": {"zz-long-process-name": {"command": ["httpd", "-f", "-p", "8081"]}},
+    }
+    write_config(Path(worker_env["NEPHELIOS_CONFIG"]), edge, {app: entry})
+    try:
+        done = deploy(redis_conn, worker_env, app, commit)
+
+        assert done.status == "failed"
+        assert "63 characters" in done.error
+        in_stack = {"label": f"com.docker.stack.namespace={app}"}
+        wait_until(lambda: not docker_client.api.services(filters=in_stack), 30, "stack gone")
+    finally:
+        remove_app(docker_client, app)
