@@ -59,9 +59,7 @@ def resolve_ref(url: str, ref: str) -> str:
             kill_after_timeout=LS_REMOTE_TIMEOUT_S,
         )
     except git.GitCommandError as exc:
-        stderr = (str(exc.stderr or "").strip().splitlines() or [f"exit {exc.status}"])[-1]
-        reason = stderr.removeprefix("stderr: ").strip(" '")
-        raise Unprocessable(f"cannot read the repository: {reason}") from exc
+        raise Unprocessable(f"cannot read the repository: {git_reason(exc)}") from exc
     refs: dict[str, str] = {}
     for line in str(output).splitlines():
         sha, _, name = line.partition("\t")
@@ -70,6 +68,14 @@ def resolve_ref(url: str, ref: str) -> str:
         if name in refs:
             return refs[name]
     raise Unprocessable(f"the repository has no branch or tag {ref!r}")
+
+
+def git_reason(exc: git.GitCommandError) -> str:
+    """Git's first `fatal:` line; what follows it is advice that reads as a broken sentence."""
+    lines = [line.strip(" '") for line in str(exc.stderr or "").splitlines()]
+    lines = [line.removeprefix("stderr: ").strip(" '") for line in lines if line.strip(" '")]
+    fatal = [line.removeprefix("fatal: ") for line in lines if line.startswith("fatal: ")]
+    return (fatal or lines or [f"git exited with {exc.status}"])[0]
 
 
 def scale(client: docker.DockerClient, app: str, replicas: int) -> None:

@@ -36,6 +36,7 @@ from pipeline.core.config import APP_NAME_RE, App, Config
 from pipeline.errors import (
     AdminDisabled,
     AdminError,
+    ConfigError,
     Conflict,
     NotFound,
     PayloadTooLarge,
@@ -81,6 +82,11 @@ def admin_call(handler: Handler) -> Handler:
         except AdminError as exc:
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
             return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=headers)
+        except ConfigError as exc:
+            # A broken stored app (apps.json edited by hand): say where, once, never a trace.
+            log.error("admin %s: unusable configuration: %s", request.url.path, exc.without_value)
+            error = f"configuration unusable: {exc.without_value}"
+            return JSONResponse({"error": error}, status_code=500)
         except redis.RedisError as exc:
             log.error("admin %s: Redis: %s", request.url.path, exc)
             return JSONResponse({"error": "Redis unavailable; retry later"}, status_code=503)

@@ -33,7 +33,7 @@ from pipeline.core.github import (
     plan_release,
     verify_signature,
 )
-from pipeline.errors import PayloadTooLarge, WebhookError
+from pipeline.errors import ConfigError, PayloadTooLarge, WebhookError
 from pipeline.intake import record
 from pipeline.settings import Settings
 
@@ -88,6 +88,11 @@ async def answer(request: Request) -> tuple[str, str, JSONResponse]:
     except WebhookError as exc:
         log.info("webhook refused (%d): %s", exc.status, exc)
         return event, "refused", JSONResponse({"error": str(exc)}, status_code=exc.status)
+    except ConfigError as exc:
+        # A broken stored app (apps.json edited by hand): one line, never a traceback.
+        log.error("webhook: unusable configuration: %s", exc.without_value)
+        error = {"error": f"configuration unusable: {exc.without_value}"}
+        return event, "unavailable", JSONResponse(error, status_code=500)
 
     if not any(d.queue for d in decisions):
         return event, "ignored", _ignored(delivery, decisions)
