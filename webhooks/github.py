@@ -107,7 +107,9 @@ async def answer(request: Request) -> tuple[str, str, JSONResponse]:
     # A redelivery changes nothing: 200, where newly accepted work is 202.
     if outcome.get("duplicate"):
         return event, "duplicate", JSONResponse(outcome, status_code=200)
-    return event, "queued", JSONResponse(outcome, status_code=202)
+    # Count what happened: a delivery whose every app was queued before queues nothing.
+    queued = any(app["status"] == "queued" for app in outcome["apps"])
+    return event, "queued" if queued else "ignored", JSONResponse(outcome, status_code=202)
 
 
 def plan(delivery: Delivery, config: Config) -> list[Decision]:
