@@ -113,7 +113,30 @@ def merge(config: Config, stored: dict[str, dict[str, Any]], source: str) -> Con
 
 
 def with_stored(settings: Settings, config: Config) -> Config:
-    return merge(config, AppFile(settings.apps_file).read(), str(settings.apps_file))
+    """`config` plus the stored apps, re-read only when the app file changed.
+
+    The receiver calls this on every delivery; the file is replaced by rename on every
+    change, so its inode, size and mtime tell whether the last merge still holds.
+    """
+    path = settings.apps_file
+    try:
+        info = path.stat()
+        stamp: tuple[int, int, int] | None = (info.st_ino, info.st_size, info.st_mtime_ns)
+    except FileNotFoundError:
+        return config
+    except OSError:
+        stamp = None  # let read() report it
+    cached = _merged.get(str(path))
+    if stamp is not None and cached is not None and cached[0] is config and cached[1] == stamp:
+        return cached[2]
+    merged = merge(config, AppFile(path).read(), str(path))
+    if stamp is not None:
+        _merged[str(path)] = (config, stamp, merged)
+    return merged
+
+
+# Per app file: the config it was merged into, the file's stamp then, and the result.
+_merged: dict[str, tuple[Config, tuple[int, int, int], Config]] = {}
 
 
 def load_full_config(settings: Settings) -> Config:

@@ -50,6 +50,35 @@ def build_image(
 
     `target` and `buildargs` are the app's build options (a stage, `--build-arg`s).
     """
+    try:
+        return _build(
+            engine, context, tag, labels, dockerfile, on_line, timeout_s, target, buildargs
+        )
+    except BuildError as exc:
+        # The classic builder reuses other apps' intermediate images as its cache; when a
+        # prune of another app removes one mid-build, the build fails with "No such image".
+        # That is not the app's fault: build once more from the start.
+        if CACHE_RACE not in str(exc) or not context.seekable():
+            raise
+    on_line(f"the build cache changed during the build ({CACHE_RACE}); building again")
+    context.seek(0)
+    return _build(engine, context, tag, labels, dockerfile, on_line, timeout_s, target, buildargs)
+
+
+CACHE_RACE = "No such image"
+
+
+def _build(
+    engine: docker.DockerClient,
+    context: IO[bytes],
+    tag: str,
+    labels: Mapping[str, str],
+    dockerfile: str,
+    on_line: Callable[[str], None],
+    timeout_s: int,
+    target: str | None,
+    buildargs: Mapping[str, str] | None,
+) -> str:
     lines: list[str] = []
     image_id = ""
     # The read timeout covers a quiet step (a long RUN that prints nothing), so it must be

@@ -41,20 +41,42 @@ ABANDONED = "abandoned: the worker running it stopped (killed or crashed) before
 
 
 def enqueue_deployment(
-    connection: redis.Redis, queue_name: str, app: App, commit: str, ref: str, trigger: str
+    connection: redis.Redis,
+    queue_name: str,
+    app: App,
+    commit: str,
+    ref: str,
+    trigger: str,
+    deployment_id: str | None = None,
 ) -> Deployment:
-    """Record a queued deployment and enqueue its job; raises redis errors to the caller."""
+    """Record a queued deployment and enqueue its job; raises redis errors to the caller.
+
+    The record, the app's waiting list and RQ's job go in one MULTI/EXEC: one round trip on
+    the receiver's hot path, and never a record without its job (or the reverse).
+    """
     deployment = Deployment(
-        id=new_deployment_id(), app=app.name, commit=commit, ref=ref, trigger=trigger
+        id=deployment_id or new_deployment_id(),
+        app=app.name,
+        commit=commit,
+        ref=ref,
+        trigger=trigger,
     )
-    Store(connection).create(deployment)
-    AppQueue(connection, app.name).add(deployment.id)
-    enqueue_job(connection, queue_name, deployment.id, app.build_timeout_s, deployment.app)
+    with connection.pipeline() as pipe:
+        pipe.multi()
+        Store(connection).create(deployment, pipe)
+        AppQueue(connection, app.name).add(deployment.id, pipe)
+        enqueue_job(connection, queue_name, deployment.id, app.build_timeout_s, app.name, pipe)
+        pipe.execute()
     return deployment
 
 
 def enqueue_job(
-    connection: redis.Redis, queue_name: str, deployment_id: str, build_timeout_s: int, app: str
+    connection: redis.Redis,
+    queue_name: str,
+    deployment_id: str,
+    build_timeout_s: int,
+    app: str,
+    pipe: redis.client.Pipeline | None = None,
 ) -> None:
     Queue(queue_name, connection=connection).enqueue(
         "pipeline.jobs.deploy",
@@ -65,6 +87,7 @@ def enqueue_job(
         result_ttl=24 * 3600,
         failure_ttl=7 * 24 * 3600,
         description=f"deploy {app} ({deployment_id})",
+        pipeline=pipe,
     )
 
 

@@ -39,18 +39,15 @@ class Store:
     def save(self, deployment: Deployment) -> None:
         self.redis.set(f"{PREFIX}deployment:{deployment.id}", json.dumps(deployment.to_dict()))
 
-    def create(self, deployment: Deployment) -> None:
-        """Save a new record and forget the app's records beyond the newest few."""
-        key = f"{PREFIX}app:{deployment.app}:deployments"
-        pipe = self.redis.pipeline()
-        pipe.set(f"{PREFIX}deployment:{deployment.id}", json.dumps(deployment.to_dict()))
-        pipe.lpush(key, deployment.id)
-        pipe.lrange(key, KEEP_DEPLOYMENTS, -1)
-        pipe.ltrim(key, 0, KEEP_DEPLOYMENTS - 1)
-        old_ids = pipe.execute()[2]
-        for old in old_ids:
-            old_id = _text(old)
-            self.redis.delete(f"{PREFIX}deployment:{old_id}", f"{PREFIX}log:{old_id}")
+    def create(self, deployment: Deployment, pipe: redis.client.Pipeline | None = None) -> None:
+        """Save a new record and forget the app's records beyond the newest few.
+
+        With `pipe`, the write joins the caller's pipeline (one round trip for a whole enqueue).
+        """
+        keys = [f"{PREFIX}deployment:{deployment.id}", f"{PREFIX}app:{deployment.app}:deployments"]
+        record = json.dumps(deployment.to_dict())
+        target = self.redis if pipe is None else pipe
+        target.eval(_CREATE, len(keys), *keys, deployment.id, record, KEEP_DEPLOYMENTS, PREFIX)
 
     def get(self, deployment_id: str) -> Deployment | None:
         raw = self.redis.get(f"{PREFIX}deployment:{deployment_id}")
@@ -86,16 +83,13 @@ class Store:
         self.redis.delete(f"{PREFIX}delivery:{delivery_id}")
 
     # --- intake: the same work for the same app is queued once ------------------------
-    def claim_work(self, app: str, work: str) -> bool:
+    def claim_work(self, app: str, work: str, holder: str = "") -> bool:
         """Claim a commit (or a release tag) of an app; False when it was claimed before.
 
+        `holder` (the deployment id about to be made) lets a later duplicate point at it.
         Kept as long as delivery ids, so a redelivery under a new id is caught too.
         """
-        return bool(self.redis.set(_claim_key(app, work), "", nx=True, ex=DELIVERY_TTL_S))
-
-    def note_claim(self, app: str, work: str, deployment_id: str) -> None:
-        """Name what a claim produced, so a later duplicate can point at it."""
-        self.redis.set(_claim_key(app, work), deployment_id, xx=True, keepttl=True)
+        return bool(self.redis.set(_claim_key(app, work), holder, nx=True, ex=DELIVERY_TTL_S))
 
     def claimed_by(self, app: str, work: str) -> str | None:
         raw = self.redis.get(_claim_key(app, work))
@@ -110,6 +104,17 @@ def _claim_key(app: str, work: str) -> str:
     return f"{PREFIX}claim:{app}:{work}"
 
 
+# Record, list and trim in one step, so the intake's enqueue is a single round trip.
+_CREATE = """
+redis.call('set', KEYS[1], ARGV[2])
+redis.call('lpush', KEYS[2], ARGV[1])
+local old = redis.call('lrange', KEYS[2], tonumber(ARGV[3]), -1)
+redis.call('ltrim', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+for _, id in ipairs(old) do
+  redis.call('del', ARGV[4] .. 'deployment:' .. id, ARGV[4] .. 'log:' .. id)
+end
+return #old
+"""
 # Take the app's lock and every waiting deployment with it, atomically, so that a
 # deployment is taken by at most one worker and never while another holds the app.
 _CLAIM = """
@@ -139,8 +144,8 @@ class AppQueue:
         self.lock_key = f"{PREFIX}app:{app}:lock"
         self.waiting_key = f"{PREFIX}app:{app}:waiting"
 
-    def add(self, deployment_id: str) -> None:
-        self.redis.rpush(self.waiting_key, deployment_id)
+    def add(self, deployment_id: str, pipe: redis.client.Pipeline | None = None) -> None:
+        (self.redis if pipe is None else pipe).rpush(self.waiting_key, deployment_id)
 
     def waiting(self) -> list[str]:
         return [_text(raw) for raw in self.redis.lrange(self.waiting_key, 0, -1)]

@@ -73,7 +73,8 @@ ensure_pkgs() {
 [[ $(id -u) -eq 0 ]] || die "must run as root"
 
 # --- packages ---------------------------------------------------------------
-pkgs=(docker.io git busybox-static iproute2)
+# docker-registry: the tests push images to a registry of their own on loopback.
+pkgs=(docker.io git busybox-static iproute2 docker-registry)
 [[ $SKIP_REDIS == 1 ]] || pkgs+=(redis-server)
 ensure_pkgs "${pkgs[@]}"
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 
 import redis
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -61,7 +62,8 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
 async def receive(request: Request) -> JSONResponse:
     event, outcome, response = await answer(request)
     connection: redis.Redis = request.app.state.redis
-    await run_in_threadpool(metrics.count_delivery, connection, event, outcome)
+    # Counted once the answer is sent, so GitHub's wait does not include the metric write.
+    response.background = BackgroundTask(metrics.count_delivery, connection, event, outcome)
     return response
 
 
