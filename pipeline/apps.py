@@ -28,8 +28,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.config import App, Config, load_config, parse_app
-from pipeline.errors import ConfigError, Conflict, UnknownApp
+from pipeline.core.appmodel import DEFAULT_MAX_REPLICAS
+from pipeline.core.config import App, Config, check_routes, load_config, parse_app
+from pipeline.errors import ConfigError, ConfigSyntaxError, Conflict, UnknownApp
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class AppFile:
             return {}
         except OSError as exc:
             raise ConfigError(str(self.path), "<file>", str(self.path), exc.strerror or "") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigSyntaxError(str(self.path), f"byte {exc.start}", "not UTF-8") from exc
         try:
             data = json.loads(text)
         except ValueError as exc:
@@ -101,14 +104,21 @@ class AppFile:
             raise
 
 
-def merge(config: Config, stored: dict[str, dict[str, Any]], source: str) -> Config:
+def merge(
+    config: Config,
+    stored: dict[str, dict[str, Any]],
+    source: str,
+    max_replicas: int = DEFAULT_MAX_REPLICAS,
+) -> Config:
     """`config` plus the stored apps; nephelios.yml's apps win a name clash."""
     apps: dict[str, App] = dict(config.apps)
     for name, raw in stored.items():
         if name in apps:
             log.warning("%s: app %r is also in %s; using the file's", source, name, config.source)
             continue
-        apps[name] = parse_app(source, name, raw, config.platform)
+        app = parse_app(source, name, raw, config.platform, None, max_replicas)
+        check_routes(source, apps, app)
+        apps[name] = app
     return Config(platform=config.platform, apps=apps, source=config.source)
 
 
@@ -126,22 +136,24 @@ def with_stored(settings: Settings, config: Config) -> Config:
         return config
     except OSError:
         stamp = None  # let read() report it
-    cached = _merged.get(str(path))
+    # The replicas cap is part of the key: it decides what the merge accepts.
+    key = f"{path}#{settings.max_replicas}"
+    cached = _merged.get(key)
     if stamp is not None and cached is not None and cached[0] is config and cached[1] == stamp:
         return cached[2]
-    merged = merge(config, AppFile(path).read(), str(path))
+    merged = merge(config, AppFile(path).read(), str(path), settings.max_replicas)
     if stamp is not None:
-        _merged[str(path)] = (config, stamp, merged)
+        _merged[key] = (config, stamp, merged)
     return merged
 
 
-# Per app file: the config it was merged into, the file's stamp then, and the result.
+# Per app file and replicas cap: the config merged into, the file's stamp then, the result.
 _merged: dict[str, tuple[Config, tuple[int, int, int], Config]] = {}
 
 
 def load_full_config(settings: Settings) -> Config:
     """nephelios.yml plus the apps created through the admin API."""
-    return with_stored(settings, load_config(settings.config_path))
+    return with_stored(settings, load_config(settings.config_path, settings.max_replicas))
 
 
 def stored_names(settings: Settings) -> set[str]:

@@ -27,6 +27,15 @@ class ConfigError(NepheliosError):
         return f"{self.source}: {self.key}: {self.reason}"
 
 
+class ConfigSyntaxError(ConfigError):
+    """A file that cannot be parsed at all: the message names the place (line and column),
+    never the file's content, which may not be what the user meant to point us at."""
+
+    def __init__(self, source: str, where: str, reason: str) -> None:
+        super().__init__(source, where, None, reason)
+        self.args = (f"{source}: {where}: {reason}",)
+
+
 class WebhookError(NepheliosError):
     """A delivery that cannot be accepted; `status` is the HTTP status to answer with."""
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
+# nephelios.yml, `/scale` and `/create` refuse more replicas than NEPHELIOS_MAX_REPLICAS,
+# DEFAULT_MAX_REPLICAS when unset (re-exported here for callers of Settings).
+from pipeline.core.appmodel import DEFAULT_MAX_REPLICAS as DEFAULT_MAX_REPLICAS
 from pipeline.errors import ConfigError
 
 QUEUE_NAME = "nephelios-deploy"
 GITHUB_API_URL = "https://api.github.com"
-# `/scale` and `/create` refuse more replicas than this (NEPHELIOS_MAX_REPLICAS).
-DEFAULT_MAX_REPLICAS = 10
 
 
 def _default_state_dir() -> Path:
@@ -52,13 +54,13 @@ class Settings:
             )
         return cls(
             config_path=Path(env.get("NEPHELIOS_CONFIG", "nephelios.yml")),
-            redis_url=env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            redis_url=_redis_url(env.get("REDIS_URL", "redis://127.0.0.1:6379/0")),
             port=int(port_text),
             state_dir=Path(state) if state else _default_state_dir(),
             queue_name=env.get("NEPHELIOS_QUEUE", QUEUE_NAME),
-            webhook_secret=env.get("NEPHELIOS_WEBHOOK_SECRET", ""),
-            admin_token=env.get("NEPHELIOS_ADMIN_TOKEN", ""),
-            github_token=env.get("NEPHELIOS_GITHUB_TOKEN", ""),
+            webhook_secret=_secret(env, "NEPHELIOS_WEBHOOK_SECRET"),
+            admin_token=_secret(env, "NEPHELIOS_ADMIN_TOKEN"),
+            github_token=_secret(env, "NEPHELIOS_GITHUB_TOKEN"),
             github_api_url=env.get("NEPHELIOS_GITHUB_API_URL", GITHUB_API_URL),
             public_url=env.get("NEPHELIOS_PUBLIC_URL") or None,
             max_replicas=int(max_text),
@@ -81,3 +83,35 @@ class Settings:
     def apps_file(self) -> Path:
         """Apps created through the admin API (see `pipeline.apps`)."""
         return self.state_dir / "apps.json"
+
+
+def _redis_url(url: str) -> str:
+    """REDIS_URL as redis-py's `from_url` reads it; checked here so that a typo is one line at
+    start-up, not a traceback from the first connection. The URL may hold a password, so the
+    error shows only its scheme."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+        db = parts.path.strip("/")
+    except ValueError:
+        parts, db = None, ""
+    usable = parts is not None and (
+        (parts.scheme in ("redis", "rediss") and bool(parts.hostname) and (not db or db.isdigit()))
+        or (parts.scheme == "unix" and parts.path.startswith("/"))
+    )
+    if not usable:
+        shown = f"{parts.scheme}://..." if parts is not None and parts.scheme else "<not a URL>"
+        raise ConfigError(
+            "environment", "REDIS_URL", shown, "expected redis://HOST:PORT/DB or unix:///PATH"
+        )
+    return url
+
+
+def _secret(env: dict[str, str], name: str) -> str:
+    """A secret from the environment. Control characters (a stray \\r from a Windows file,
+    a newline pasted with the value) would make an invalid HTTP header or a wrong HMAC key
+    later; refuse them now, and never show the value."""
+    value = env.get(name, "")
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        raise ConfigError("environment", name, "<hidden>", "contains control characters")
+    return value

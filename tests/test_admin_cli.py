@@ -52,6 +52,7 @@ def serve(
     config = {"platform": platform, "apps": {"declared": {"repo": "acme/d"}}}
     Path(worker_env["NEPHELIOS_CONFIG"]).write_text(yaml.safe_dump(config))
     env = {**worker_env, "NEPHELIOS_PORT": str(port), "NEPHELIOS_ADMIN_TOKEN": TOKEN}
+    env["NEPHELIOS_WEBHOOK_SECRET"] = "admin-cli-test"  # serve refuses to start without one
     process = subprocess.Popen(
         [sys.executable, "-m", "webhooks.cli", "serve", "--host", "127.0.0.1"], env=env
     )

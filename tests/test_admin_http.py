@@ -267,3 +267,16 @@ def test_a_broken_stored_app_is_a_one_line_error_not_a_traceback(
     pushed = receiver.post("/webhooks/github", content=body, headers=delivery_headers(body, "s"))
     assert pushed.status_code == 500
     assert "apps.broken.replicas" in pushed.json()["error"] and "s3cret" not in pushed.text
+
+
+# --- fixconfig: a domain belongs to one app --------------------------------------------------
+
+
+def test_create_refuses_a_domain_another_app_answers(setup: dict[str, Any]) -> None:
+    body = {
+        "app_name": "thief",
+        "github_url": str(setup["repo"].bare),
+        "domains": ["declared.test.localhost"],
+    }
+    refused(setup["client"].post("/create", json=body, headers=AUTH), 409, "app 'declared'")
+    assert not setup["settings"].apps_file.exists()

@@ -32,7 +32,7 @@ from pipeline import admin as ops
 from pipeline import appdata, engine
 from pipeline.apps import AppFile, stored_names, with_stored
 from pipeline.core import admin as checks
-from pipeline.core.config import APP_NAME_RE, App, Config
+from pipeline.core.config import APP_NAME_RE, App, Config, route_owner
 from pipeline.errors import (
     AdminDisabled,
     AdminError,
@@ -151,6 +151,9 @@ async def create(request: Request) -> JSONResponse:
     app = wanted.app
     if app.name in config.apps:
         raise Conflict(f"app {app.name!r} exists already")
+    clash = route_owner(config.apps, app)
+    if clash is not None:
+        raise Conflict(f"domains: {clash[0]!r} is already routed to app {clash[1]!r}")
     commit = await run_in_threadpool(ops.resolve_ref, app.clone_url(config.platform), app.branch)
     store = AppFile(settings.apps_file)
     await run_in_threadpool(store.add, app.name, wanted.raw, set(config.apps))

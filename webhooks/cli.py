@@ -20,7 +20,18 @@ log = logging.getLogger("nephelios")
 
 
 def load(settings: Settings) -> Config:
-    return load_config(settings.config_path)
+    return load_config(settings.config_path, settings.max_replicas)
+
+
+def load_checked(settings: Settings) -> Config:
+    """nephelios.yml, after checking that the stored apps (`<state>/apps.json`) load with it:
+    a broken file refuses start-up in one line, rather than failing each later request that
+    reads it. Returns the file's config alone; the stored apps are re-read where used."""
+    from pipeline.apps import with_stored
+
+    config = load(settings)
+    with_stored(settings, config)
+    return config
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -28,7 +39,13 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from webhooks.app import create_app
 
-    app = create_app(settings, load(settings))
+    # Without a secret every delivery would be refused (401): better not to start at all.
+    if not settings.webhook_secret:
+        raise NepheliosError(
+            "NEPHELIOS_WEBHOOK_SECRET is not set: set it to the secret of the GitHub webhook "
+            "(`nephelios up` generates one)"
+        )
+    app = create_app(settings, load_checked(settings))
     log.info("receiver on %s:%d (%r)", args.host, settings.port, settings)
     # log_config=None: uvicorn logs through the root handler, so --log-format applies to it.
     uvicorn.run(
@@ -48,7 +65,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
     from webhooks.rqworker import NepheliosWorker
 
-    config = load(settings)  # refuse to start on a bad config rather than fail every job
+    config = load_checked(settings)  # refuse to start on a bad config, not fail every job
     # No socket timeout here: RQ's blocking dequeue and its pub/sub thread wait on purpose,
     # and with a short timeout the pub/sub thread never notices the stop at shutdown.
     connection = redis.Redis.from_url(settings.redis_url)
@@ -81,7 +98,7 @@ def cmd_edge(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from webhooks.up import up
 
-    return up(settings, load(settings), args)
+    return up(settings, load_checked(settings), args)
 
 
 # --- app model (issue 8): secrets and volumes ---
@@ -99,6 +116,17 @@ def cmd_volume(settings: Settings, args: argparse.Namespace) -> int:
     return cmd_volume(settings, load(settings), args)
 
 
+# Each worker is a Python process holding a Docker and a Redis connection; past a few dozen
+# they only contend for the engine, and 100000 of them would take the host down.
+MAX_WORKERS = 64
+
+
+def worker_count(text: str) -> int:
+    if not text.isdigit() or int(text) > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"expected 0 to {MAX_WORKERS} (got {text!r})")
+    return int(text)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="nephelios", description=__doc__.splitlines()[0])
     root.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -108,7 +136,12 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("up", help="run everything a single host needs")
-    up.add_argument("--workers", type=int, default=2, help="deploy workers to start (0: none)")
+    up.add_argument(
+        "--workers",
+        type=worker_count,
+        default=2,
+        help=f"deploy workers to start, 0 to {MAX_WORKERS} (0: none)",
+    )
     up.add_argument("--advertise-addr", default="127.0.0.1", help="for `docker swarm init`")
     up.add_argument("--example", action="store_true", help="deploy the bundled example app")
     up.add_argument("--detach", action="store_true", help="exit once everything is up")

@@ -211,8 +211,10 @@ def child_environment(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     env["NEPHELIOS_CONFIG"] = str(settings.config_path.resolve())
     if not settings.webhook_secret:
-        env["NEPHELIOS_WEBHOOK_SECRET"] = stored_secret(settings.state_dir / "webhook-secret")
-        print(f"webhook secret: generated, in {settings.state_dir / 'webhook-secret'}")
+        path = settings.state_dir / "webhook-secret"
+        how = "read from" if path.exists() else "generated, in"
+        env["NEPHELIOS_WEBHOOK_SECRET"] = stored_secret(path)
+        print(f"webhook secret: {how} {path}")
     return env
 
 

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core.appmodel import MODEL_KEYS
-from pipeline.core.config import APP_NAME_RE, REPO_RE, App, Platform, parse_app
+from pipeline.core.config import (
+    APP_NAME_RE,
+    REPO_RE,
+    RESERVED_PREFIX,
+    App,
+    Platform,
+    is_reserved_name,
+    parse_app,
+)
 from pipeline.core.deployment import SUCCEEDED, Deployment
 from pipeline.core.github import SHA_RE, placeholder_repo
 from pipeline.errors import AdminError, ConfigError
@@ -33,7 +41,6 @@ GITHUB_HTTPS_RE = re.compile(
 REF_NAME_RE = re.compile(
     r"^(?![-/.])(?!.*\.\.)(?!.*//)(?!.*\.lock$)[A-Za-z0-9._/-]{1,200}(?<![/.])$"
 )
-RESERVED_PREFIX = "nephelios"
 APP_NAME_RULE = (
     "an app name is 1-50 lowercase letters, digits or '-', not starting or ending with '-' "
     "(it must be a DNS label, a Swarm stack name and a Traefik router name)"
@@ -70,9 +77,8 @@ def check_app_name(name: str) -> str:
 
 
 def check_new_name(name: str) -> str:
-    # Nephelios' own stacks (the edge router is stack `nephelios`) must never be an app's:
-    # deploying an app runs `docker stack deploy --prune` on the stack of its name.
-    if name == RESERVED_PREFIX or name.startswith(f"{RESERVED_PREFIX}-"):
+    # The same rule as nephelios.yml's (parse_app), checked first for a clearer message.
+    if is_reserved_name(name):
         raise AdminError(f"app_name: names starting with {RESERVED_PREFIX!r} are reserved")
     return name
 
@@ -92,7 +98,7 @@ def parse_create(body: object, platform: Platform, max_replicas: int) -> CreateR
     if isinstance(branch, str) and not REF_NAME_RE.match(branch):
         raise AdminError(f"branch: expected one branch name, not a pattern (got {branch!r})")
     try:
-        app = parse_app("body", name, raw, platform)
+        app = parse_app("body", name, raw, platform, None, max_replicas)
     except ConfigError as exc:
         raise AdminError(body_reason(exc, name)) from exc
     check_replicas(app.replicas, max_replicas)

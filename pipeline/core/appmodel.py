@@ -9,6 +9,7 @@ dotted key and the bad value. Rendering them is `pipeline.core.render`'s job.
 from __future__ import annotations
 
 import difflib
+import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,9 @@ MEMORY_RE = re.compile(r"^[0-9]+(?:\.[0-9]+)?[bkmgBKMG]?$")
 # node.role == manager, node.labels.disk != hdd, engine.labels.x == y
 CONSTRAINT_RE = re.compile(r"^[A-Za-z0-9_.-]+ *(?:==|!=) *[A-Za-z0-9_.:/-]+$")
 PROCESS_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,20}[a-z0-9])?$")
+# A mount target: absolute, printable, no ':' (the compose short syntax's separator).
+VOLUME_TARGET_RE = re.compile(r"/[^\x00-\x1f\x7f:]*")
+SYSTEM_DIRS = ("/proc", "/sys", "/dev", "/etc", "/bin", "/sbin", "/lib", "/usr")
 VOLUME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,30}[a-z0-9])?$")
 SECRET_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # A build context or Dockerfile path inside the repository: relative, no '..'.
@@ -51,6 +55,9 @@ RESOURCE_KEYS = {"cpus", "memory", "reserve_cpus", "reserve_memory"}
 PROCESS_KEYS = {"command", "replicas"}
 SECRET_KEYS = {"env"}
 BUILD_KEYS = {"context", "dockerfile", "target", "args"}
+# The cap on replicas when NEPHELIOS_MAX_REPLICAS is not set; the same cap applies to
+# nephelios.yml, to /create and to /scale, so all three say the same thing.
+DEFAULT_MAX_REPLICAS = 10
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,9 @@ class BuildOptions:
     args: Mapping[str, str] = field(default_factory=dict)
 
 
-def parse_app_model(source: str, key: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+def parse_app_model(
+    source: str, key: str, raw: Mapping[str, Any], max_replicas: int = DEFAULT_MAX_REPLICAS
+) -> dict[str, Any]:
     """Validate the app-model keys of one app; return them as keyword arguments for App."""
     strip = raw.get("strip_prefix", False)
     _bool(source, f"{key}.strip_prefix", strip)
@@ -132,7 +141,9 @@ def parse_app_model(source: str, key: str, raw: Mapping[str, Any]) -> dict[str, 
         "placement": _placement(source, f"{key}.placement", raw.get("placement") or []),
         "volumes": _volumes(source, f"{key}.volumes", raw.get("volumes") or {}),
         "secrets": _secrets(source, f"{key}.secrets", raw.get("secrets") or {}),
-        "processes": _processes(source, f"{key}.processes", raw.get("processes") or {}),
+        "processes": _processes(
+            source, f"{key}.processes", raw.get("processes") or {}, max_replicas
+        ),
         "build": _build(source, f"{key}.build", raw.get("build") or {}),
         "install_command": _shell_line(
             source, f"{key}.install_command", raw.get("install_command")
@@ -238,8 +249,12 @@ def _volumes(source: str, key: str, value: object) -> dict[str, str]:
             raise ConfigError(
                 source, f"{key}.{name}", name, "volume names are lowercase letters, digits, - or _"
             )
-        if not isinstance(target, str) or not target.startswith("/") or ":" in target:
+        if not isinstance(target, str) or not VOLUME_TARGET_RE.fullmatch(target):
             raise ConfigError(source, f"{key}.{name}", target, "expected an absolute path")
+        # A volume over the container's root (or /proc, /dev...) hides the image itself.
+        # normpath keeps a leading '//' (POSIX leaves its meaning open); Linux reads it as '/'.
+        if "/" + posixpath.normpath(target).lstrip("/") in ("/", *SYSTEM_DIRS):
+            raise ConfigError(source, f"{key}.{name}", target, "cannot mount over a system path")
         volumes[name] = target
     return volumes
 
@@ -264,7 +279,7 @@ def _secrets(source: str, key: str, value: object) -> dict[str, SecretUse]:
     return secrets
 
 
-def _processes(source: str, key: str, value: object) -> dict[str, Process]:
+def _processes(source: str, key: str, value: object, max_replicas: int) -> dict[str, Process]:
     _mapping(source, key, value, None)
     assert isinstance(value, dict)
     processes = {}
@@ -280,7 +295,7 @@ def _processes(source: str, key: str, value: object) -> dict[str, Process]:
             raise ConfigError(source, f"{where}.command", None, "is required")
         processes[name] = Process(
             command=_command(source, f"{where}.command", spec["command"]),
-            replicas=_int(source, f"{where}.replicas", spec.get("replicas", 1), 0, 100),
+            replicas=replicas(source, f"{where}.replicas", spec.get("replicas", 1), max_replicas),
         )
     return processes
 
@@ -299,7 +314,7 @@ def _build(source: str, key: str, value: object) -> BuildOptions:
     for name, item in args.items():
         if not isinstance(name, str) or not BUILD_ARG_RE.match(name):
             raise ConfigError(source, f"{key}.args.{name}", name, "not a valid build arg name")
-        if isinstance(item, dict | list) or item is None:
+        if isinstance(item, dict | list) or item is None or "\x00" in str(item):
             raise ConfigError(source, f"{key}.args.{name}", item, "expected a string or number")
     return BuildOptions(
         context=context.strip("/") or ".",
@@ -349,6 +364,17 @@ def _bool(source: str, key: str, value: object) -> None:
         raise ConfigError(source, key, value, "expected true or false")
 
 
+def replicas(source: str, key: str, value: object, max_replicas: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= max_replicas:
+        raise ConfigError(
+            source,
+            key,
+            value,
+            f"expected an integer from 0 to {max_replicas} (NEPHELIOS_MAX_REPLICAS)",
+        )
+    return value
+
+
 def _int(source: str, key: str, value: object, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ConfigError(source, key, value, f"expected an integer from {low} to {high}")
@@ -360,9 +386,20 @@ def _mapping(source: str, key: str, value: object, allowed: set[str] | None) -> 
         raise ConfigError(source, key, value, "expected a mapping")
     for name in value:
         if allowed is not None and name not in allowed:
-            close = difflib.get_close_matches(str(name), sorted(allowed), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(source, f"{key}.{name}", name, f"unknown key{hint}")
+            raise unknown_key(source, key, name, allowed)
+
+
+# A key shown in an error: a file that is not nephelios.yml at all (NEPHELIOS_CONFIG pointing
+# at /etc/shadow parses as a mapping whose keys are whole lines) must not be echoed.
+SHOWN_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def unknown_key(source: str, key: str, name: object, allowed: set[str]) -> ConfigError:
+    shown = str(name) if SHOWN_KEY_RE.fullmatch(str(name)) else "<key not shown>"
+    close = difflib.get_close_matches(shown, sorted(allowed), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    where = shown if key == "<top>" else f"{key}.{shown}"
+    return ConfigError(source, where, shown, f"unknown key{hint}")
 
 
 # --- platform: Let's Encrypt for every app -------------------------------------------------

@@ -7,7 +7,6 @@ value. Nothing else in Nephelios reads YAML or guesses defaults.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,7 +17,9 @@ from urllib.parse import urlsplit
 import yaml
 
 from pipeline.core.appmodel import (
+    DEFAULT_MAX_REPLICAS,
     MODEL_KEYS,
+    SHOWN_KEY_RE,
     TLS,
     BuildOptions,
     Health,
@@ -27,8 +28,10 @@ from pipeline.core.appmodel import (
     SecretUse,
     parse_app_model,
     parse_tls,
+    replicas,
+    unknown_key,
 )
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, ConfigSyntaxError
 
 APP_TYPES = ("static", "python", "nodejs")
 DEFAULT_PORTS = {"static": 80, "python": 8000, "nodejs": 3000}
@@ -49,6 +52,24 @@ ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Branch globs: git's own ref rules forbid these characters, so refusing them early keeps
 # nonsense out of refspecs.
 BRANCH_RE = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/*?\[\]-]{1,200}$")
+# Image references and registries, after Docker's reference grammar (distribution/reference):
+# they reach a generated Dockerfile's FROM line and the edge stack file, so a space, a newline
+# or a leading '-' must never get through.
+_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+_PORT = r"(?::[0-9]{1,5})?"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REGISTRY_RE = re.compile(rf"{_HOST}{_PORT}(?:/{_COMPONENT})*")
+IMAGE_RE = re.compile(
+    rf"(?:{_HOST}{_PORT}/)?{_COMPONENT}(?:/{_COMPONENT})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?"
+)
+# Nephelios' own stacks (the edge router is stack `nephelios`) must never be an app's:
+# deploying an app runs `docker stack deploy --prune` on the stack of its name.
+RESERVED_PREFIX = "nephelios"
+
+
+def is_reserved_name(name: str) -> bool:
+    return name == RESERVED_PREFIX or name.startswith(f"{RESERVED_PREFIX}-")
 
 
 @dataclass(frozen=True)
@@ -145,21 +166,64 @@ APP_KEYS = {
 } | MODEL_KEYS  # app model (issue 8): routing, TLS, health, resources, processes, build...
 
 
-def load_config(path: str | Path) -> Config:
+def load_config(path: str | Path, max_replicas: int = DEFAULT_MAX_REPLICAS) -> Config:
     """Read and validate nephelios.yml; raise ConfigError naming the file, key and value."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(source, "<file>", source, f"cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigSyntaxError(source, f"byte {exc.start}", "not UTF-8 text") from exc
+    data = read_yaml(source, text)
+    return parse_config(data, source, Path(path).resolve().parent, max_replicas)
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key given twice in one mapping is an error: by default
+    the last one silently wins, and a user who wrote `replicas` twice meant one of them."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults` is meant to be overridden by the keys beside it
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, list | dict):
+                continue  # unhashable: the base class refuses it with its own message
+            if key in seen:
+                shown = str(key) if SHOWN_KEY_RE.fullmatch(str(key)) else "a key"
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{shown} is given twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(source: str, text: str) -> object:
+    """The document in `text`; a syntax error becomes one line naming the place, and never
+    quotes the file (it may not be nephelios.yml at all)."""
     try:
-        data = yaml.safe_load(text)
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "<file>"
+        problem = (exc.problem or exc.context or "not valid YAML").strip()
+        raise ConfigSyntaxError(source, where, f"not valid YAML: {problem[:120]}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(source, "<file>", source, f"not valid YAML: {exc}") from exc
-    return parse_config(data, source=source, base_dir=Path(path).resolve().parent)
+        # The reader's errors (control characters, bad encodings) carry a position, no mark.
+        position = getattr(exc, "position", None)
+        where = "<file>" if position is None else f"character {position + 1}"
+        reason = str(getattr(exc, "reason", "") or "not valid YAML")
+        raise ConfigSyntaxError(source, where, f"not valid YAML: {reason[:120]}") from exc
 
 
-def parse_config(data: object, source: str = "<memory>", base_dir: Path | None = None) -> Config:
+def parse_config(
+    data: object,
+    source: str = "<memory>",
+    base_dir: Path | None = None,
+    max_replicas: int = DEFAULT_MAX_REPLICAS,
+) -> Config:
     if data is None:
         data = {}
     _check_mapping(source, "<top>", data, {"platform", "apps"})
@@ -167,14 +231,46 @@ def parse_config(data: object, source: str = "<memory>", base_dir: Path | None =
     platform = _parse_platform(source, data.get("platform") or {})
     raw_apps = data.get("apps") or {}
     _check_mapping(source, "apps", raw_apps, None)
-    apps = {}
+    apps: dict[str, App] = {}
     for name, raw in raw_apps.items():
-        apps[str(name)] = parse_app(source, str(name), raw or {}, platform, base_dir)
+        app = parse_app(source, str(name), raw or {}, platform, base_dir, max_replicas)
+        check_routes(source, apps, app)
+        apps[str(name)] = app
     return Config(platform=platform, apps=apps, source=source)
 
 
+def route_owner(apps: Mapping[str, App], app: App) -> tuple[str, str] | None:
+    """(domain, other app) when another app already answers one of `app`'s routes.
+
+    A route is a domain and a path prefix: two apps may share a domain under different
+    prefixes (Traefik prefers the longer rule), never the same one, or which app answers
+    would depend on Traefik's tie-break."""
+    mine = {(d, p) for d in app.domains for p in app.path_prefixes or ("",)}
+    for other in apps.values():
+        if other.name == app.name:
+            continue
+        for domain, prefix in sorted(mine):
+            if domain in other.domains and prefix in (other.path_prefixes or ("",)):
+                return domain + prefix, other.name
+    return None
+
+
+def check_routes(source: str, apps: Mapping[str, App], app: App) -> None:
+    clash = route_owner(apps, app)
+    if clash is not None:
+        route, other = clash
+        raise ConfigError(
+            source, f"apps.{app.name}.domains", route, f"already routed to app {other!r}"
+        )
+
+
 def parse_app(
-    source: str, name: str, raw: object, platform: Platform, base_dir: Path | None = None
+    source: str,
+    name: str,
+    raw: object,
+    platform: Platform,
+    base_dir: Path | None = None,
+    max_replicas: int = DEFAULT_MAX_REPLICAS,
 ) -> App:
     """Validate one app's mapping (from nephelios.yml or an admin call)."""
     key = f"apps.{name}"
@@ -184,6 +280,10 @@ def parse_app(
             key,
             name,
             "app names are 1-50 lowercase letters, digits or '-', not starting or ending with '-'",
+        )
+    if is_reserved_name(name):
+        raise ConfigError(
+            source, key, name, f"names starting with {RESERVED_PREFIX!r} are reserved"
         )
     _check_mapping(source, key, raw, APP_KEYS)
     assert isinstance(raw, dict)
@@ -205,14 +305,14 @@ def parse_app(
         type=app_type,
         port=_int(source, f"{key}.port", raw.get("port", DEFAULT_PORTS[app_type]), 1, 65535),
         domains=_domains(source, f"{key}.domains", raw.get("domains"), name, platform),
-        replicas=_int(source, f"{key}.replicas", raw.get("replicas", 1), 0, 100),
+        replicas=replicas(source, f"{key}.replicas", raw.get("replicas", 1), max_replicas),
         env=_env(source, f"{key}.env", raw.get("env") or {}),
         git_url=_git_url(source, f"{key}.git_url", raw.get("git_url"), base_dir),
         build_timeout_s=_int(
             source, f"{key}.build_timeout_s", raw.get("build_timeout_s", 1800), 10, 24 * 3600
         ),
         **parse_intake_keys(source, key, raw),
-        **parse_app_model(source, key, raw),  # app model (issue 8)
+        **parse_app_model(source, key, raw, max_replicas),  # app model (issue 8)
     )
 
 
@@ -272,25 +372,38 @@ def _parse_platform(source: str, raw: object) -> Platform:
     raw_images = raw.get("base_images") or {}
     _check_mapping(source, "platform.base_images", raw_images, set(APP_TYPES))
     for app_type, image in raw_images.items():
-        base_images[app_type] = _string(source, f"platform.base_images.{app_type}", image)
+        base_images[app_type] = _image(source, f"platform.base_images.{app_type}", image)
     registry = raw.get("registry")
+    if registry is not None:
+        registry = _string(source, "platform.registry", registry)
+        if not REGISTRY_RE.fullmatch(registry.rstrip("/")):
+            raise ConfigError(
+                source, "platform.registry", registry, "expected a registry HOST[:PORT][/PATH]"
+            )
     return Platform(
         domain=domain,
         edge_network=network,
         http_port=_int(source, "platform.http_port", raw.get("http_port", 80), 1, 65535),
         https_port=_int(source, "platform.https_port", raw.get("https_port", 443), 1, 65535),
-        registry=None if registry is None else _string(source, "platform.registry", registry),
+        registry=registry,
         keep_images=_int(source, "platform.keep_images", raw.get("keep_images", 3), 1, 100),
         git_base_url=_string(
             source, "platform.git_base_url", raw.get("git_base_url", defaults.git_base_url)
         ),
-        traefik_image=_string(
+        traefik_image=_image(
             source, "platform.traefik_image", raw.get("traefik_image", defaults.traefik_image)
         ),
         base_images=base_images,
         notify=_notify_urls(source, "platform.notify", raw.get("notify") or []),
         tls=parse_tls(source, "platform.tls", raw.get("tls")),  # app model (issue 8)
     )
+
+
+def _image(source: str, key: str, value: object) -> str:
+    image = _string(source, key, value)
+    if not IMAGE_RE.fullmatch(image):
+        raise ConfigError(source, key, value, "expected an image reference such as name:tag")
+    return image
 
 
 def _notify_urls(source: str, key: str, value: object) -> tuple[str, ...]:
@@ -312,15 +425,14 @@ def _notify_urls(source: str, key: str, value: object) -> tuple[str, ...]:
 
 def _check_mapping(source: str, key: str, value: object, allowed: set[str] | None) -> None:
     if not isinstance(value, dict):
-        raise ConfigError(source, key, value, "expected a mapping")
+        # The whole file's value would be the file itself: name its type only.
+        shown = type(value).__name__ if key == "<top>" else value
+        raise ConfigError(source, key, shown, "expected a mapping")
     if allowed is None:
         return
     for name in value:
         if name not in allowed:
-            close = difflib.get_close_matches(str(name), sorted(allowed), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            where = str(name) if key == "<top>" else f"{key}.{name}"
-            raise ConfigError(source, where, name, f"unknown key{hint}")
+            raise unknown_key(source, key, name, allowed)
 
 
 def _string(source: str, key: str, value: object, required: bool = False) -> str:
@@ -362,10 +474,15 @@ def _env(source: str, key: str, value: object) -> dict[str, str]:
         raise ConfigError(source, key, value, "expected a mapping of NAME: value")
     env = {}
     for name, item in value.items():
-        if not isinstance(name, str) or not ENV_NAME_RE.match(name):
+        # fullmatch: `$` would let a trailing newline through into the container's env.
+        if not isinstance(name, str) or not ENV_NAME_RE.fullmatch(name):
             raise ConfigError(source, f"{key}.{name}", name, "not a valid variable name")
         if isinstance(item, dict | list) or item is None:
             raise ConfigError(source, f"{key}.{name}", "<hidden>", "expected a string or number")
+        # The kernel ends an environment string at NUL, so Docker refuses it at deploy time;
+        # refuse it here without echoing the value, which may be a secret.
+        if "\x00" in str(item):
+            raise ConfigError(source, f"{key}.{name}", "<hidden>", "contains a NUL character")
         # YAML turns `yes` into True; the container should see what the user most likely
         # meant, so booleans become lowercase words rather than "True".
         env[name] = str(item).lower() if isinstance(item, bool) else str(item)
