@@ -8,27 +8,35 @@ to `pipeline.core.admin`; queueing goes through `pipeline.queueing` and `pipelin
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import docker
 import docker.errors
 import git
+import redis
 
 from pipeline import engine
+from pipeline.core import deployment as states
 from pipeline.core.admin import choose_rollback
 from pipeline.core.config import App, Platform
-from pipeline.core.deployment import Deployment
+from pipeline.core.deployment import Deployment, new_deployment_id
 from pipeline.core.render import STACK_SERVICE
 from pipeline.errors import Conflict, Unprocessable
-from pipeline.store import KEEP_DEPLOYMENTS, Store
+from pipeline.queueing import LOCK_TTL_S, LockKeeper
+from pipeline.store import KEEP_DEPLOYMENTS, AppQueue, Store, forget_running
 
 log = logging.getLogger(__name__)
 
 LS_REMOTE_TIMEOUT_S = 30
 REMOVE_TIMEOUT_S = 90.0
+# How long a removal waits for the app's running deploy to finish before answering 409.
+DEPLOY_WAIT_S = 120.0
+REMOVED = "app removed before this deployment ran"
 POLL_S = 0.25
 STACK_LABEL = "com.docker.stack.namespace"
 
@@ -51,9 +59,7 @@ def resolve_ref(url: str, ref: str) -> str:
             kill_after_timeout=LS_REMOTE_TIMEOUT_S,
         )
     except git.GitCommandError as exc:
-        stderr = (str(exc.stderr or "").strip().splitlines() or [f"exit {exc.status}"])[-1]
-        reason = stderr.removeprefix("stderr: ").strip(" '")
-        raise Unprocessable(f"cannot read the repository: {reason}") from exc
+        raise Unprocessable(f"cannot read the repository: {git_reason(exc)}") from exc
     refs: dict[str, str] = {}
     for line in str(output).splitlines():
         sha, _, name = line.partition("\t")
@@ -64,6 +70,14 @@ def resolve_ref(url: str, ref: str) -> str:
     raise Unprocessable(f"the repository has no branch or tag {ref!r}")
 
 
+def git_reason(exc: git.GitCommandError) -> str:
+    """Git's first `fatal:` line; what follows it is advice that reads as a broken sentence."""
+    lines = [line.strip(" '") for line in str(exc.stderr or "").splitlines()]
+    lines = [line.removeprefix("stderr: ").strip(" '") for line in lines if line.strip(" '")]
+    fatal = [line.removeprefix("fatal: ") for line in lines if line.startswith("fatal: ")]
+    return (fatal or lines or [f"git exited with {exc.status}"])[0]
+
+
 def scale(client: docker.DockerClient, app: str, replicas: int) -> None:
     """Set the service's replica count; the stack file keeps it (see rollout.desired_replicas)."""
     try:
@@ -72,6 +86,40 @@ def scale(client: docker.DockerClient, app: str, replicas: int) -> None:
         raise Conflict(f"app {app!r} has no running service yet; deploy it first") from exc
     if not service.scale(replicas):
         raise Conflict(f"Swarm did not accept scaling {app!r}")
+
+
+@contextlib.contextmanager
+def exclusive(
+    connection: redis.Redis, app: str, wait_s: float = DEPLOY_WAIT_S
+) -> Iterator[list[str]]:
+    """Hold the app's deploy lock (as a worker does) and fail every queued deployment of it.
+
+    A removal that ran beside a deploy would be undone by that deploy's `docker stack
+    deploy`; holding the workers' own lock waits for a running deploy to finish and keeps
+    the next one from starting. Yields the ids of the queued deployments it failed.
+    """
+    app_queue = AppQueue(connection, app)
+    token = new_deployment_id()
+    deadline = time.monotonic() + wait_s
+    while not app_queue.lock(token, LOCK_TTL_S):
+        if time.monotonic() > deadline:
+            raise Conflict(f"app {app!r} is still deploying after {wait_s:.0f}s; retry later")
+        time.sleep(POLL_S)
+    try:
+        with LockKeeper(app_queue, token):
+            yield fail_queued(Store(connection), app_queue.drain())
+    finally:
+        app_queue.release(token)
+
+
+def fail_queued(store: Store, deployment_ids: list[str]) -> list[str]:
+    for deployment_id in deployment_ids:
+        found = store.get(deployment_id)
+        if found is not None and not found.finished:
+            found.move(states.FAILED, REMOVED)
+            store.save(found)
+    forget_running(store.redis, *deployment_ids)
+    return deployment_ids
 
 
 def remove(client: docker.DockerClient, app: str, timeout_s: float = REMOVE_TIMEOUT_S) -> list[str]:

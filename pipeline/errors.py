@@ -21,6 +21,11 @@ class ConfigError(NepheliosError):
         self.reason = reason
         super().__init__(f"{source}: {key}: {reason} (got {value!r})")
 
+    @property
+    def without_value(self) -> str:
+        """The message without the bad value, for answers over HTTP (it may be a secret)."""
+        return f"{self.source}: {self.key}: {self.reason}"
+
 
 class ConfigSyntaxError(ConfigError):
     """A file that cannot be parsed at all: the message names the place (line and column),

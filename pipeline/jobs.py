@@ -34,6 +34,7 @@ from pipeline.core import deployment as states
 from pipeline.core.config import App, Config, Platform
 from pipeline.core.deployment import Deployment, new_deployment_id
 from pipeline.core.ordering import Candidate, choose
+from pipeline.core.redact import hidden_values, redact
 from pipeline.core.render import STACK_SERVICE, render_dockerfile, render_stack
 from pipeline.core.rollout import CONFIG_REPLICAS_LABEL, desired_replicas, update_started_at
 from pipeline.errors import BuildError, DeployError, FetchError, RolloutError
@@ -66,6 +67,7 @@ class Recorder:
     app: App
 
     def move(self, deployment: Deployment, status: str, error: str = "") -> None:
+        error = redact(error, hidden_values(self.app, self.reporter.token))
         deployment.move(status, error)
         self.store.save(deployment)
         fields = states.log_fields(self.app.name, deployment.id, deployment.trigger)
@@ -87,9 +89,14 @@ class Context:
     keeper: LockKeeper | None = None
 
     def log(self, line: str) -> None:
-        self.store.append_log(self.deployment.id, line)
+        self.store.append_log(self.deployment.id, self.redact(line))
+
+    def redact(self, text: str) -> str:
+        """`text` without the app's env values and build args (see pipeline.core.redact)."""
+        return redact(text, hidden_values(self.app, self.settings.github_token))
 
     def move(self, status: str, error: str = "") -> None:
+        error = self.redact(error)
         self.deployment.move(status, error)
         self.store.save(self.deployment)
         log.info(
@@ -324,7 +331,7 @@ def run_guarded(ctx: Context, repo: git.Repo) -> None:
     try:
         run(ctx, repo)
     except BuildError as exc:
-        ctx.deployment.log_tail = exc.log_tail
+        ctx.deployment.log_tail = ctx.redact(exc.log_tail)
         ctx.move(states.FAILED, str(exc))
     except DeployError as exc:
         ctx.move(states.FAILED, str(exc))
@@ -364,7 +371,7 @@ def run(ctx: Context, repo: git.Repo) -> None:
     )
     ctx.log(f"docker stack deploy {app.name} ({replicas} replicas of {tag})")
     with ctx.phase("deploy"):
-        engine.stack_deploy(app.name, stack_file, registry_auth=bool(platform.registry))
+        deploy_stack(ctx, stack_file, first=before is None)
 
     with ctx.phase("rollout"):
         progress = engine.watch_rollout(
@@ -386,6 +393,19 @@ def run(ctx: Context, repo: git.Repo) -> None:
     removed += appdata.prune_secrets(ctx.engine, app.name, keep=set(secret_names.values()))
     if removed:
         ctx.log(f"pruned {', '.join(removed)}")
+
+
+def deploy_stack(ctx: Context, stack_file: str, first: bool) -> None:
+    """`docker stack deploy`; when a first deploy fails, take down what it made of the stack."""
+    try:
+        engine.stack_deploy(ctx.app.name, stack_file, bool(ctx.config.platform.registry))
+    except DeployError:
+        # The CLI creates services one by one and stops at the first refusal; with no
+        # earlier version to keep, the services it did create would run half an app.
+        if first:
+            engine.stack_rm(ctx.app.name)
+            ctx.log(f"removed the half-made stack {ctx.app.name}")
+        raise
 
 
 def stack_image_argv(ctx: Context, tag: str) -> tuple[list[str], list[str]]:

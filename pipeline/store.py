@@ -156,6 +156,18 @@ class AppQueue:
         ids = self.redis.eval(_CLAIM, len(keys), *keys, token, int(ttl_s * 1000), self.app)
         return [_text(raw) for raw in ids or []]
 
+    def lock(self, token: str, ttl_s: float) -> bool:
+        """Take the lock alone, leaving the waiting list (the admin API's remove uses it)."""
+        return bool(self.redis.set(self.lock_key, token, nx=True, px=int(ttl_s * 1000)))
+
+    def drain(self) -> list[str]:
+        """Take every waiting id off the list (under the lock), oldest first."""
+        pipe = self.redis.pipeline()
+        pipe.lrange(self.waiting_key, 0, -1)
+        pipe.delete(self.waiting_key)
+        ids, _ = pipe.execute()
+        return [_text(raw) for raw in ids]
+
     def renew(self, token: str, ttl_s: float) -> bool:
         """Extend the lock; False when it expired or someone else holds it now."""
         return bool(self.redis.eval(_RENEW, 1, self.lock_key, token, int(ttl_s * 1000)))

@@ -233,6 +233,42 @@ def test_a_created_app_deploys_on_push(
     assert [(a["app"], a["status"]) for a in pushed.json()["apps"]] == [("site", "queued")]
 
 
+def test_a_local_path_that_is_no_repository_gets_a_readable_reason(
+    setup: dict[str, Any],
+) -> None:
+    body = {"app_name": "etc", "app_type": "static", "github_url": "/etc"}
+    response = setup["client"].post("/create", json=body, headers=AUTH)
+    assert response.status_code == 422
+    assert response.json() == {
+        "error": "cannot read the repository: '/etc' does not appear to be a git repository"
+    }
+
+
+def test_a_broken_stored_app_is_a_one_line_error_not_a_traceback(
+    setup: dict[str, Any], redis_conn: redis.Redis
+) -> None:
+    settings: Settings = setup["settings"]
+    settings.apps_file.parent.mkdir(parents=True, exist_ok=True)
+    broken = {"broken": {"repo": "acme/x", "replicas": "many", "env": {"K": "s3cret-value"}}}
+    settings.apps_file.write_text(json.dumps({"version": 1, "apps": broken}))
+
+    response = setup["client"].get("/apps", headers=AUTH)
+
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert "apps.broken.replicas" in error and "\n" not in error
+    assert "s3cret-value" not in response.text and "Traceback" not in response.text
+
+    webhook_settings = replace(settings, webhook_secret="s")
+    receiver = TestClient(
+        create_app(webhook_settings, load_config(settings.config_path), redis_conn)
+    )
+    body = encode(push_payload("acme/x", "b" * 40))
+    pushed = receiver.post("/webhooks/github", content=body, headers=delivery_headers(body, "s"))
+    assert pushed.status_code == 500
+    assert "apps.broken.replicas" in pushed.json()["error"] and "s3cret" not in pushed.text
+
+
 # --- fixconfig: a domain belongs to one app --------------------------------------------------
 
 

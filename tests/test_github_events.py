@@ -6,7 +6,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from pipeline.core.config import parse_config
+from pipeline.core.admin import parse_create
+from pipeline.core.config import Platform, parse_config
 from pipeline.core.github import Delivery, Push, Release, path_matches, plan_push, plan_release
 from pipeline.errors import WebhookError
 from tests.support import encode, push_payload, release_payload, tag_push_payload
@@ -183,3 +184,11 @@ def test_releases_that_deploy_nothing(
 def test_release_with_an_unusable_tag_name_is_refused(tag: str) -> None:
     with pytest.raises(WebhookError):
         release_decisions(release_payload("acme/tool", "published", tag))
+
+
+def test_the_placeholder_repository_of_a_local_app_never_matches_a_push() -> None:
+    body = {"app_name": "mine", "app_type": "static", "github_url": "/srv/git/mine.git"}
+    local = parse_create(body, Platform(), max_replicas=10).app
+    assert local.repo == "local/mine"  # what a signed push could name
+    push = Push.from_delivery(delivery(push_payload("local/mine", SHA)))
+    assert plan_push(push, [*CONFIG.apps.values(), local]) == []

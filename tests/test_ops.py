@@ -93,6 +93,8 @@ def test_metrics_count_deliveries_by_event_and_outcome(client: TestClient) -> No
     assert post(client, push_payload("acme/site", SHA), delivery="d1") == 202
     assert post(client, push_payload("acme/site", SHA), delivery="d1") == 200
     assert post(client, push_payload("acme/other", SHA)) == 202
+    # Another delivery of a commit queued already: accepted, but it queues nothing.
+    assert post(client, push_payload("acme/site", SHA), delivery="d2") == 202
     assert post(client, {"zen": "hi", "hook_id": 1}, event="ping") == 200
     assert post(client, push_payload("acme/site", SHA), secret="wrong") == 401
 
@@ -107,7 +109,7 @@ def test_metrics_count_deliveries_by_event_and_outcome(client: TestClient) -> No
 
     assert deliveries("push", "queued") == 1
     assert deliveries("push", "duplicate") == 1
-    assert deliveries("push", "ignored") == 1
+    assert deliveries("push", "ignored") == 2
     assert deliveries("ping", "ping") == 1
     assert deliveries("unverified", "refused") == 1
     assert found[("nephelios_queue_depth", ())] == 1

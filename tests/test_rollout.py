@@ -86,3 +86,11 @@ def test_replicas_follow_config_until_scaled_by_hand() -> None:
     deployed = service(replicas=5, labels={"nephelios.config-replicas": "2"})
     assert desired_replicas(2, deployed) == 5  # scaled to 5 after the last deploy: kept
     assert desired_replicas(3, deployed) == 3  # nephelios.yml changed: it wins
+
+
+def test_an_app_scaled_to_zero_is_done_once_the_spec_holds_the_new_image() -> None:
+    old_status = {"State": "completed", "StartedAt": "t1"}
+    # Swarm starts no update for 0 replicas: the old status is all there will ever be.
+    progress = assess(service(replicas=0, update=old_status), [], IMAGE, "t1", was_update=True)
+    assert progress.done and progress.ok
+    assert not assess(service(OLD, 0, old_status), [], IMAGE, "t1", was_update=True).done

@@ -36,6 +36,7 @@ from pipeline.core.config import APP_NAME_RE, App, Config, route_owner
 from pipeline.errors import (
     AdminDisabled,
     AdminError,
+    ConfigError,
     Conflict,
     NotFound,
     PayloadTooLarge,
@@ -81,6 +82,11 @@ def admin_call(handler: Handler) -> Handler:
         except AdminError as exc:
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
             return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=headers)
+        except ConfigError as exc:
+            # A broken stored app (apps.json edited by hand): say where, once, never a trace.
+            log.error("admin %s: unusable configuration: %s", request.url.path, exc.without_value)
+            error = f"configuration unusable: {exc.without_value}"
+            return JSONResponse({"error": error}, status_code=500)
         except redis.RedisError as exc:
             log.error("admin %s: Redis: %s", request.url.path, exc)
             return JSONResponse({"error": "Redis unavailable; retry later"}, status_code=503)
@@ -179,25 +185,38 @@ def remove_app_volumes(client: docker.DockerClient, app: str) -> list[str]:
 
 @admin_call
 async def remove(request: Request) -> JSONResponse:
-    settings: Settings = request.app.state.settings
     fields = await json_body(request)
     name = checks.parse_remove(fields)
-    with_volumes = checks.remove_volumes_asked(fields)
     app = known_app(request, name)
-    images = await run_in_threadpool(ops.remove, docker_of(request), app.name)
-    body: dict[str, Any] = {"app_name": app.name, "removed": True, "images": images}
-    if with_volumes:  # app model (issue 8): volumes go only when asked for
-        body["volumes"] = await run_in_threadpool(remove_app_volumes, docker_of(request), app.name)
-    if app.name in stored_names(settings):
-        await run_in_threadpool(AppFile(settings.apps_file).remove, app.name)
-        shutil.rmtree(settings.git_cache_dir / f"{app.name}.git", ignore_errors=True)
-    else:
-        body["note"] = (
-            f"{app.name!r} is declared in {request.app.state.config.source}: its stack is down, "
-            "but it stays declared and the next push to its branch deploys it again"
-        )
-    log.info("admin: removed %s (%d images)", app.name, len(images))
+    body = await run_in_threadpool(
+        remove_app, request, app.name, checks.remove_volumes_asked(fields)
+    )
+    log.info("admin: removed %s (%d images)", app.name, len(body["images"]))
     return JSONResponse(body)
+
+
+def remove_app(request: Request, name: str, with_volumes: bool) -> dict[str, Any]:
+    """Remove under the app's deploy lock, so that no deploy brings the stack back."""
+    settings: Settings = request.app.state.settings
+    client = docker_of(request)
+    with ops.exclusive(request.app.state.redis, name) as dropped:
+        images = ops.remove(client, name)
+        body: dict[str, Any] = {"app_name": name, "removed": True, "images": images}
+        if dropped:
+            body["cancelled"] = dropped
+        if with_volumes:  # app model (issue 8): volumes go only when asked for
+            body["volumes"] = remove_app_volumes(client, name)
+        if name not in stored_names(settings):
+            body["note"] = (
+                f"{name!r} is declared in {request.app.state.config.source}: its stack is "
+                "down, but it stays declared and the next push to its branch deploys it again"
+            )
+            return body
+        AppFile(settings.apps_file).remove(name)
+        # The app is gone for good: nothing could use or delete its secrets any more.
+        body["secrets"] = appdata.prune_secrets(client, name, keep=set())
+    shutil.rmtree(settings.git_cache_dir / f"{name}.git", ignore_errors=True)
+    return body
 
 
 @admin_call

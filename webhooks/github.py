@@ -34,7 +34,7 @@ from pipeline.core.github import (
     plan_release,
     verify_signature,
 )
-from pipeline.errors import PayloadTooLarge, WebhookError
+from pipeline.errors import ConfigError, PayloadTooLarge, WebhookError
 from pipeline.intake import record
 from pipeline.settings import Settings
 
@@ -90,6 +90,11 @@ async def answer(request: Request) -> tuple[str, str, JSONResponse]:
     except WebhookError as exc:
         log.info("webhook refused (%d): %s", exc.status, exc)
         return event, "refused", JSONResponse({"error": str(exc)}, status_code=exc.status)
+    except ConfigError as exc:
+        # A broken stored app (apps.json edited by hand): one line, never a traceback.
+        log.error("webhook: unusable configuration: %s", exc.without_value)
+        error = {"error": f"configuration unusable: {exc.without_value}"}
+        return event, "unavailable", JSONResponse(error, status_code=500)
 
     if not any(d.queue for d in decisions):
         return event, "ignored", _ignored(delivery, decisions)
@@ -104,7 +109,9 @@ async def answer(request: Request) -> tuple[str, str, JSONResponse]:
     # A redelivery changes nothing: 200, where newly accepted work is 202.
     if outcome.get("duplicate"):
         return event, "duplicate", JSONResponse(outcome, status_code=200)
-    return event, "queued", JSONResponse(outcome, status_code=202)
+    # Count what happened: a delivery whose every app was queued before queues nothing.
+    queued = any(app["status"] == "queued" for app in outcome["apps"])
+    return event, "queued" if queued else "ignored", JSONResponse(outcome, status_code=202)
 
 
 def plan(delivery: Delivery, config: Config) -> list[Decision]:

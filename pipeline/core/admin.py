@@ -24,7 +24,7 @@ from pipeline.core.config import (
     parse_app,
 )
 from pipeline.core.deployment import SUCCEEDED, Deployment
-from pipeline.core.github import SHA_RE
+from pipeline.core.github import SHA_RE, placeholder_repo
 from pipeline.errors import AdminError, ConfigError
 
 CREATE_KEYS = (
@@ -118,7 +118,7 @@ def source_keys(github_url: object, name: str) -> dict[str, str]:
     if url.startswith("file:///") or url.startswith("/"):
         # A repository on this host (tests, local use): no GitHub repository pushes to it,
         # so it gets a placeholder `repo` that no webhook can match.
-        return {"repo": f"local/{name}", "git_url": url}
+        return {"repo": placeholder_repo(name), "git_url": url}
     raise AdminError(
         "github_url: expected https://github.com/owner/name, owner/name, or an absolute path "
         f"or file:// URL of a local git repository (got {url[:100]!r})"

@@ -230,8 +230,23 @@ def _ignore(app: App, reason: str) -> Decision:
     return Decision(app=app.name, queue=False, reason=reason)
 
 
+# An app made by the admin API from a repository on this host has no GitHub repository; it
+# gets `local/<app name>` as a placeholder, which must never match a delivery (a signed
+# push could name it).
+PLACEHOLDER_OWNER = "local"
+
+
+def placeholder_repo(app_name: str) -> str:
+    return f"{PLACEHOLDER_OWNER}/{app_name}"
+
+
+def is_placeholder(app: App) -> bool:
+    return app.git_url is not None and app.repo == placeholder_repo(app.name)
+
+
 def apps_of(repository: str, apps: Iterable[App]) -> list[App]:
-    return [app for app in apps if app.repo.lower() == repository.lower()]
+    wanted = repository.lower()
+    return [app for app in apps if app.repo.lower() == wanted and not is_placeholder(app)]
 
 
 def plan_push(push: Push, apps: Iterable[App]) -> list[Decision]:

@@ -78,10 +78,14 @@ def assess(
         if not was_update or new_update:
             return Progress(done=True, ok=False, reason="service no longer runs this image")
         return WAITING
+    replicas = spec.get("Mode", {}).get("Replicated", {}).get("Replicas", 0)
+    if replicas == 0:
+        # Swarm starts no update for a service with no tasks, so none will complete: with
+        # the new image in the spec there is nothing more to wait for.
+        return Progress(done=True, ok=True, reason="0 replicas wanted (scaled to 0)")
     if was_update and not (new_update and state == "completed"):
         return WAITING
 
-    replicas = spec.get("Mode", {}).get("Replicated", {}).get("Replicas", 0)
     mine = [t for t in tasks if _image_name(_task_image(t)) == image]
     running = [t for t in mine if _state(t) == "running" and t.get("DesiredState") == "running"]
     if len(running) >= replicas:
