@@ -346,7 +346,7 @@ def run_guarded(ctx: Context, repo: git.Repo) -> None:
 
 
 def run(ctx: Context, repo: git.Repo) -> None:
-    app, platform, deployment = ctx.app, ctx.config.platform, ctx.deployment
+    deployment = ctx.deployment
     ctx.move(states.BUILDING)
 
     with ctx.phase("build"):
@@ -355,7 +355,12 @@ def run(ctx: Context, repo: git.Repo) -> None:
     if ctx.keeper is not None and ctx.keeper.lost:
         raise DeployError("lost the app's lock during the build; not deploying")
     ctx.move(states.DEPLOYING)
+    go_live(ctx, tag)
 
+
+def go_live(ctx: Context, tag: str) -> None:
+    """Deploy `tag` as the app's stack, confirm the rollout, then prune (deploy and rollback)."""
+    app, platform, deployment = ctx.app, ctx.config.platform, ctx.deployment
     service_name = f"{app.name}_{STACK_SERVICE}"
     before = engine.inspect_service(ctx.engine, service_name)
     replicas = desired_replicas(app.replicas, before)

@@ -20,10 +20,8 @@ from pipeline.core import deployment as states
 from pipeline.core.admin import ROLLBACK_TRIGGER
 from pipeline.core.config import App
 from pipeline.core.deployment import Deployment, new_deployment_id
-from pipeline.core.render import render_stack
-from pipeline.core.rollout import CONFIG_REPLICAS_LABEL, desired_replicas, update_started_at
-from pipeline.errors import DeployError, RolloutError
-from pipeline.jobs import ROLLOUT_TIMEOUT_S, Context
+from pipeline.errors import DeployError
+from pipeline.jobs import ROLLOUT_TIMEOUT_S, Context, go_live
 from pipeline.settings import Settings
 from pipeline.store import Store
 
@@ -85,31 +83,7 @@ def rollback(deployment_id: str) -> str:
 
 
 def release(ctx: Context, tag: str) -> None:
-    app, deployment = ctx.app, ctx.deployment
+    # The same stack as a deploy of that commit (secrets, processes, labels), without a build.
     ctx.move(states.DEPLOYING)
     ctx.log(f"rolling back to {tag}; no build")
-
-    service_name = f"{app.name}_web"
-    before = engine.inspect_service(ctx.engine, service_name)
-    replicas = desired_replicas(app.replicas, before)
-    labels = {
-        engine.APP_LABEL: app.name,
-        engine.COMMIT_LABEL: deployment.commit,
-        engine.DEPLOYMENT_LABEL: deployment.id,
-        CONFIG_REPLICAS_LABEL: str(app.replicas),
-    }
-    stack_file = render_stack(app, ctx.config.platform, tag, replicas, labels)
-    engine.stack_deploy(app.name, stack_file, registry_auth=bool(ctx.config.platform.registry))
-
-    progress = engine.watch_rollout(
-        ctx.engine,
-        service_name,
-        tag,
-        update_started_at(before),
-        before is not None,
-        ROLLOUT_TIMEOUT_S,
-    )
-    ctx.log(f"rollout: {progress.reason}")
-    if not progress.ok:
-        raise RolloutError(progress.reason)
-    ctx.move(states.SUCCEEDED)
+    go_live(ctx, tag)
