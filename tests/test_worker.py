@@ -223,10 +223,16 @@ def test_a_failed_rollout_rolls_back_and_the_old_version_keeps_answering(
     )
     # Right after Swarm's rollback one request has been seen to miss (Traefik still routing
     # to a task the rollback replaced, for up to its 2 s refresh); then it must stay.
-    wait_until(lambda: "<h1>one</h1>" in site.served(), 30, "one after the rollback")
-    for _ in range(10):
-        assert "<h1>one</h1>" in site.served()
+    wait_until(lambda: steady(site, "<h1>one</h1>"), 30, "one to answer steadily after it")
+
+
+def steady(site: Site, text: str, times: int = 10) -> bool:
+    """`text` served `times` times in a row (about 2 s, one Traefik refresh period)."""
+    for _ in range(times):
+        if text not in site.served():
+            return False
         time.sleep(0.2)
+    return True
 
 
 def test_scale_env_and_prune_across_redeploys(
