@@ -54,6 +54,30 @@ def fetch_commit(repo: git.Repo, url: str, commit: str, token: str = "") -> None
         raise FetchError(f"commit {commit[:12]} is not in the repository")
 
 
+def tagged_commit(url: str, ref: str, token: str = "") -> str:
+    """The commit the tag `ref` (refs/tags/<tag>) points at, asked of the remote repository.
+
+    An annotated tag is peeled: its `^{}` line names the commit, not the tag object.
+    """
+    if url.startswith("-") or not ref.startswith("refs/tags/") or ref.startswith("refs/tags/-"):
+        raise FetchError(f"refusing to resolve {ref!r}")
+    try:
+        listing = str(git.cmd.Git().ls_remote(url, ref, f"{ref}^{{}}", env=fetch_env(url, token)))
+    except git.GitCommandError as exc:
+        reason = _git_reason(exc)
+        if token:
+            reason = reason.replace(token, "***")
+        raise FetchError(f"git ls-remote of {ref} failed: {reason}") from exc
+    found: dict[str, str] = {}
+    for line in listing.splitlines():
+        sha, _, name = line.partition("\t")
+        found[name] = sha
+    commit = found.get(f"{ref}^{{}}") or found.get(ref)
+    if commit is None or not SHA_RE.match(commit):
+        raise FetchError(f"{ref} is not in the repository")
+    return commit
+
+
 def fetch_env(url: str, token: str) -> dict[str, str]:
     """Environment for a fetch: never prompt; send the token only to this HTTPS URL."""
     env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false"}

@@ -259,6 +259,7 @@ def take_turn(
     newest = pending[-1]
     fields = states.log_fields(app.name, newest.id, newest.trigger)
     with metrics.phase(store.redis, "fetch", fields):
+        pending = resolve_tags(settings, recorder, url, pending)
         fetched = fetch_all(settings, recorder, repo, url, pending)
         live = live_commit(client, app, repo, url, settings.github_token)
 
@@ -278,6 +279,40 @@ def take_turn(
         winner = by_id[verdict.winner]
         ctx = Context(settings, config, store, winner, app, client, recorder.reporter, keeper)
         run_guarded(ctx, repo)
+
+
+def resolve_tags(
+    settings: Settings, recorder: Recorder, url: str, pending: list[Deployment]
+) -> list[Deployment]:
+    """Give each release's deployment the commit its tag names, claimed like a push's commit.
+
+    A release is queued with its tag only (pipeline.intake). A tag that cannot be resolved
+    fails its deployment; a commit already queued or deployed for the app under another
+    deployment makes it stale, so a commit is never built twice whatever brought it.
+    """
+    app = recorder.app.name
+    store = recorder.store
+    kept: list[Deployment] = []
+    for deployment in pending:
+        if deployment.commit:
+            kept.append(deployment)
+            continue
+        try:
+            commit = gitops.tagged_commit(url, deployment.ref, settings.github_token)
+        except FetchError as exc:
+            recorder.move(deployment, states.FAILED, str(exc))
+            continue
+        deployment.commit = commit
+        store.append_log(deployment.id, f"{deployment.ref} points at {commit}")
+        if not store.claim_work(app, commit, deployment.id):
+            earlier = store.claimed_by(app, commit)
+            if earlier != deployment.id:
+                reason = f"commit {commit[:12]} was already queued as {earlier or 'another'}"
+                recorder.move(deployment, states.STALE, reason)
+                continue
+        store.save(deployment)
+        kept.append(deployment)
+    return kept
 
 
 def fetch_all(

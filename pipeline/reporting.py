@@ -35,7 +35,8 @@ class Reporter:
 
     def report(self, deployment: Deployment, repository: str) -> None:
         """Post the deployment's current state as a status of its commit; never raises."""
-        if not self.token:
+        # A release's deployment has no commit until its tag is resolved: nothing to mark yet.
+        if not self.token or not deployment.commit:
             return
         url = f"{self.api_url.rstrip('/')}/repos/{repository}/statuses/{deployment.commit}"
         body = json.dumps(status_body(deployment, self.public_url)).encode()

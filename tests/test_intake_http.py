@@ -25,6 +25,8 @@ from starlette.testclient import TestClient
 
 from pipeline import intake
 from pipeline.core.config import parse_config
+from pipeline.jobs import Recorder, resolve_tags
+from pipeline.reporting import Reporter
 from pipeline.settings import Settings
 from pipeline.store import Store
 from tests.conftest import REDIS_URL, SPARE_REDIS_PORT
@@ -284,7 +286,8 @@ def test_release_trio_deploys_the_published_tag_once(
 
     again = post(client, release_payload("acme/tool", "published", "0.0.1"), event="release")
     assert "already queued" in outcomes(again)["tool"]["reason"]
-    assert [name for name, _ in jobs(redis_conn, queue_name)] == ["pipeline.intake.resolve_release"]
+    assert outcomes(again)["tool"]["deployment"] == tool["deployment"]
+    assert jobs(redis_conn, queue_name) == [("pipeline.jobs.deploy", (tool["deployment"],))]
 
 
 def test_prerelease_does_not_deploy(client: TestClient) -> None:
@@ -293,38 +296,60 @@ def test_prerelease_does_not_deploy(client: TestClient) -> None:
     assert "prerelease" in outcomes(response)["tool"]["reason"]
 
 
-def test_release_job_resolves_the_tag_and_queues_its_commit_once(
+def test_a_release_answers_with_its_deployment_and_the_worker_resolves_the_tag_once(
     client: TestClient,
     redis_conn: redis.Redis,
     queue_name: str,
+    settings: Settings,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     repo = GitRepo(tmp_path / "tool")
     commit = repo.commit({"index.html": "v1"}, "first release")
-    # An annotated tag: its own object id differs from the commit it names.
+    # Annotated tags: their own object ids differ from the commit they name.
     push_tag(repo, "0.0.1", "release 0.0.1")
+    push_tag(repo, "0.0.1-again", "the same commit released twice")
     repo.commit({"index.html": "after the release"}, "later work on main")
-    config_path = tmp_path / "nephelios.yml"
-    config_path.write_text(
-        f"apps:\n  tool: {{repo: acme/tool, releases: true, git_url: '{repo.bare}'}}\n"
-    )
-    monkeypatch.setenv("NEPHELIOS_CONFIG", str(config_path))
-    monkeypatch.setenv("NEPHELIOS_QUEUE", queue_name)
+    store = Store(redis_conn)
 
-    post(client, release_payload("acme/tool", "published", "0.0.1"), event="release")
-    [resolve] = Queue(queue_name, connection=redis_conn).jobs
-    outcome = resolve.perform()
+    answer = post(client, release_payload("acme/tool", "published", "0.0.1"), event="release")
+    queued = store.get(outcomes(answer)["tool"]["deployment"])
+    # The answer names the deployment itself; its commit is found by the worker.
+    assert queued is not None
+    assert (queued.status, queued.commit, queued.ref) == ("queued", "", "refs/tags/0.0.1")
+    assert jobs(redis_conn, queue_name) == [("pipeline.jobs.deploy", (queued.id,))]
 
-    assert (outcome["status"], outcome["commit"]) == ("queued", commit)
-    deployment = Store(redis_conn).get(outcome["deployment"])
-    assert deployment is not None
-    assert (deployment.commit, deployment.ref) == (commit, "refs/tags/0.0.1")
-    assert ("pipeline.jobs.deploy", (deployment.id,)) in jobs(redis_conn, queue_name)
+    again = post(client, release_payload("acme/tool", "published", "0.0.1-again"), event="release")
+    twin = store.get(outcomes(again)["tool"]["deployment"])
+    assert twin is not None
+    recorder = Recorder(store, Reporter("http://127.0.0.1:9", None), CONFIG.apps["tool"])
+    kept = resolve_tags(settings, recorder, str(repo.bare), [queued, twin])
+
+    assert [d.id for d in kept] == [queued.id]
+    resolved, stale = store.get(queued.id), store.get(twin.id)
+    assert resolved is not None and (resolved.commit, resolved.status) == (commit, "queued")
+    assert stale is not None and (stale.commit, stale.status) == (commit, "stale")
+    assert f"already queued as {queued.id}" in stale.error
     # The tag's commit pushed to a branch later is the same work: not queued again.
     repeat = post(client, push_payload("acme/tool", commit))
-    assert outcomes(repeat)["tool"]["deployment"] == deployment.id
+    assert outcomes(repeat)["tool"]["deployment"] == queued.id
     assert "already queued" in outcomes(repeat)["tool"]["reason"]
+
+
+def test_a_tag_that_is_not_in_the_repository_fails_its_deployment(
+    client: TestClient, redis_conn: redis.Redis, settings: Settings, tmp_path: Path
+) -> None:
+    repo = GitRepo(tmp_path / "tool")
+    repo.commit({"index.html": "v1"}, "untagged work")
+    answer = post(client, release_payload("acme/tool", "published", "9.9.9"), event="release")
+    store = Store(redis_conn)
+    queued = store.get(outcomes(answer)["tool"]["deployment"])
+    assert queued is not None
+    recorder = Recorder(store, Reporter("http://127.0.0.1:9", None), CONFIG.apps["tool"])
+
+    assert resolve_tags(settings, recorder, str(repo.bare), [queued]) == []
+    failed = store.get(queued.id)
+    assert failed is not None and failed.status == "failed"
+    assert "refs/tags/9.9.9 is not in the repository" in failed.error
 
 
 def test_monorepo_push_deploys_only_apps_whose_paths_changed(

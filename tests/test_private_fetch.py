@@ -19,7 +19,7 @@ import pytest
 
 from pipeline import git as gitops
 from pipeline.errors import FetchError
-from tests.support import GitRepo
+from tests.support import GitRepo, push_tag
 
 TOKEN = "ghs_privateFetchToken0123456789"
 BACKEND = "/usr/lib/git-core/git-http-backend"
@@ -129,3 +129,15 @@ def test_without_the_right_token_the_fetch_fails_without_showing_it(
     assert wrong not in repr(wrong_token.value.__cause__)
     assert "terminal prompts disabled" in str(no_token.value)  # it fails, never hangs
     assert not gitops.has_commit(cache, commit)
+
+
+def test_a_private_release_tag_is_resolved_with_the_token(
+    tmp_path: Path, private_repo: tuple[str, str]
+) -> None:
+    url, commit = private_repo
+    push_tag(GitRepo(tmp_path / "github"), "1.0.0", "a private release")
+    assert gitops.tagged_commit(url, "refs/tags/1.0.0", TOKEN) == commit
+    wrong = "ghs_wrongTokenWrongToken0000"
+    with pytest.raises(FetchError) as refused:
+        gitops.tagged_commit(url, "refs/tags/1.0.0", wrong)
+    assert wrong not in str(refused.value)
