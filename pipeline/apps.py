@@ -45,12 +45,22 @@ class AppFile:
 
     def read(self) -> dict[str, dict[str, Any]]:
         """The stored apps by name; an absent file means none."""
+        return self.parse(self.read_bytes())
+
+    def read_bytes(self) -> bytes | None:
+        """The file's content, None when it does not exist."""
         try:
-            text = self.path.read_text(encoding="utf-8")
+            return self.path.read_bytes()
         except FileNotFoundError:
-            return {}
+            return None
         except OSError as exc:
             raise ConfigError(str(self.path), "<file>", str(self.path), exc.strerror or "") from exc
+
+    def parse(self, content: bytes | None) -> dict[str, dict[str, Any]]:
+        if content is None:
+            return {}
+        try:
+            text = content.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ConfigSyntaxError(str(self.path), f"byte {exc.start}", "not UTF-8") from exc
         try:
@@ -123,32 +133,28 @@ def merge(
 
 
 def with_stored(settings: Settings, config: Config) -> Config:
-    """`config` plus the stored apps, re-read only when the app file changed.
+    """`config` plus the stored apps, merged again only when the app file's content changed.
 
-    The receiver calls this on every delivery; the file is replaced by rename on every
-    change, so its inode, size and mtime tell whether the last merge still holds.
+    The receiver calls this on every delivery. The file is small; comparing its bytes with
+    those of the last merge is cheap and, unlike a stat, cannot be fooled by rewrites within
+    one timestamp tick that reuse an inode and keep the size.
     """
-    path = settings.apps_file
-    try:
-        info = path.stat()
-        stamp: tuple[int, int, int] | None = (info.st_ino, info.st_size, info.st_mtime_ns)
-    except FileNotFoundError:
+    app_file = AppFile(settings.apps_file)
+    content = app_file.read_bytes()
+    if content is None:
         return config
-    except OSError:
-        stamp = None  # let read() report it
     # The replicas cap is part of the key: it decides what the merge accepts.
-    key = f"{path}#{settings.max_replicas}"
+    key = f"{app_file.path}#{settings.max_replicas}"
     cached = _merged.get(key)
-    if stamp is not None and cached is not None and cached[0] is config and cached[1] == stamp:
+    if cached is not None and cached[0] is config and cached[1] == content:
         return cached[2]
-    merged = merge(config, AppFile(path).read(), str(path), settings.max_replicas)
-    if stamp is not None:
-        _merged[key] = (config, stamp, merged)
+    merged = merge(config, app_file.parse(content), str(app_file.path), settings.max_replicas)
+    _merged[key] = (config, content, merged)
     return merged
 
 
-# Per app file and replicas cap: the config merged into, the file's stamp then, the result.
-_merged: dict[str, tuple[Config, tuple[int, int, int], Config]] = {}
+# Per app file and replicas cap: the config merged into, the file's content then, the result.
+_merged: dict[str, tuple[Config, bytes, Config]] = {}
 
 
 def load_full_config(settings: Settings) -> Config:

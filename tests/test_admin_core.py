@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.apps import AppFile, merge
+from pipeline.apps import AppFile, merge, with_stored
 from pipeline.core.admin import (
     choose_rollback,
     parse_create,
@@ -19,6 +19,7 @@ from pipeline.core.admin import (
 from pipeline.core.config import Platform, parse_config
 from pipeline.core.deployment import Deployment
 from pipeline.errors import AdminError, ConfigError, Conflict, UnknownApp
+from pipeline.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -89,6 +90,20 @@ def test_add_remove_and_conflicts(tmp_path: Path) -> None:
     with pytest.raises(UnknownApp):
         store.remove("one")
     assert json.loads((tmp_path / "apps.json").read_text())["apps"] == {}
+
+
+def test_the_merged_config_follows_every_rewrite_of_the_app_file(tmp_path: Path) -> None:
+    settings = Settings(webhook_secret="s", state_dir=tmp_path)
+    config = parse_config({"apps": {"static": {"repo": "acme/static"}}})
+    store = AppFile(settings.apps_file)
+    assert with_stored(settings, config) is config  # no file yet
+    # Same-sized rewrites in quick succession: a stat (size, mtime, a reused inode) may not
+    # tell them apart; the merge must still follow each one.
+    for name in ("app1", "app2", "app3", "app4"):
+        store.add(name, {"repo": f"acme/{name}"}, taken=set())
+        assert sorted(with_stored(settings, config).apps) == [name, "static"]
+        store.remove(name)
+    assert sorted(with_stored(settings, config).apps) == ["static"]
 
 
 def test_a_broken_file_names_itself(tmp_path: Path) -> None:
