@@ -50,10 +50,16 @@ def build_image(
 
     `target` and `buildargs` are the app's build options (a stage, `--build-arg`s).
     """
+    # What docker's build API is told besides the context: the same for a second attempt.
+    options: dict[str, Any] = {
+        "tag": tag,
+        "labels": dict(labels),
+        "dockerfile": dockerfile,
+        "target": target,
+        "buildargs": dict(buildargs or {}),
+    }
     try:
-        return _build(
-            engine, context, tag, labels, dockerfile, on_line, timeout_s, target, buildargs
-        )
+        return _build(engine, context, options, on_line, timeout_s)
     except BuildError as exc:
         # The classic builder reuses other apps' intermediate images as its cache; when a
         # prune of another app removes one mid-build, the build fails with "No such image".
@@ -62,7 +68,7 @@ def build_image(
             raise
     on_line(f"the build cache changed during the build ({CACHE_RACE}); building again")
     context.seek(0)
-    return _build(engine, context, tag, labels, dockerfile, on_line, timeout_s, target, buildargs)
+    return _build(engine, context, options, on_line, timeout_s)
 
 
 CACHE_RACE = "No such image"
@@ -71,13 +77,9 @@ CACHE_RACE = "No such image"
 def _build(
     engine: docker.DockerClient,
     context: IO[bytes],
-    tag: str,
-    labels: Mapping[str, str],
-    dockerfile: str,
+    options: dict[str, Any],
     on_line: Callable[[str], None],
     timeout_s: int,
-    target: str | None,
-    buildargs: Mapping[str, str] | None,
 ) -> str:
     lines: list[str] = []
     image_id = ""
@@ -86,16 +88,12 @@ def _build(
     chunks = engine.api.build(
         fileobj=context,
         custom_context=True,
-        tag=tag,
-        labels=dict(labels),
-        dockerfile=dockerfile,
         rm=True,
         forcerm=True,
         pull=False,
         decode=True,
         timeout=timeout_s,
-        target=target,
-        buildargs=dict(buildargs or {}),
+        **options,
     )
     deadline = time.monotonic() + timeout_s
     try:
@@ -123,7 +121,7 @@ def _build(
     except (OSError, urllib3.exceptions.HTTPError) as exc:  # dropped connections
         raise BuildError(f"build interrupted: {exc}", _tail(lines)) from exc
     if not image_id:
-        image_id = engine.images.get(tag).id
+        image_id = engine.images.get(options["tag"]).id
     return image_id
 
 
