@@ -251,3 +251,10 @@ def image_argv(engine: docker.DockerClient, tag: str) -> tuple[list[str], list[s
     """The image's Entrypoint and Cmd, for a stack that wraps the entrypoint."""
     config = engine.images.get(tag).attrs.get("Config") or {}
     return list(config.get("Entrypoint") or []), list(config.get("Cmd") or [])
+
+
+def has_healthcheck(engine: docker.DockerClient, tag: str) -> bool:
+    """Whether the image carries a HEALTHCHECK (`HEALTHCHECK NONE` does not count)."""
+    config = engine.images.get(tag).attrs.get("Config") or {}
+    test = (config.get("Healthcheck") or {}).get("Test") or []
+    return bool(test) and test != ["NONE"]

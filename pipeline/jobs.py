@@ -51,6 +51,13 @@ QUIET_S = 2.0
 # Swarm's default stop grace period is 10 s; give replaced tasks that and some margin.
 OLD_TASKS_STOP_S = 30
 MAX_SETTLE_S = 15.0
+# Swarm holds a task in "starting" until its health check passes; without one, a started
+# container counts as up, and a start-first update stops the old task at once.
+NO_HEALTHCHECK = (
+    "warning: no health check (neither `health` nor a HEALTHCHECK in the image): Swarm "
+    "counts a started container as serving, so a version that crashes just after starting "
+    "can stop the old task before Swarm rolls back; set `health` to gate rollouts"
+)
 
 
 def image_tag(app: App, platform: Platform, commit: str) -> str:
@@ -409,6 +416,8 @@ def go_live(ctx: Context, tag: str) -> None:
     stack_file = render_stack(
         app, platform, tag, replicas, labels, secret_names, *stack_image_argv(ctx, tag)
     )
+    if app.health is None and not engine.has_healthcheck(ctx.engine, tag):
+        ctx.log(NO_HEALTHCHECK)
     ctx.log(f"docker stack deploy {app.name} ({replicas} replicas of {tag})")
     with ctx.phase("deploy"):
         deploy_stack(ctx, stack_file, first=before is None)

@@ -181,8 +181,9 @@ class Site:
         try:
             with urllib.request.urlopen(request, timeout=3) as response:  # noqa: S310 - loopback
                 return str(response.read().decode())
-        except (urllib.error.URLError, OSError):
-            return ""
+        except (urllib.error.URLError, OSError) as exc:
+            # Not a page, but saying why shows in a failed assertion (502, refused, timeout).
+            return f"no answer: {exc}"
 
     def finished(self, deployment_id: str) -> Deployment | None:
         deployment = self.store.get(deployment_id)
