@@ -329,6 +329,10 @@ def fetch_all(
     fetched: list[Deployment] = []
     # Newest first: its fetch usually brings the older commits of a burst along.
     for deployment in reversed(pending):
+        if deployment.image:
+            # A rollback needs no source; a remote that is down must not stop it.
+            fetched.insert(0, deployment)
+            continue
         recorder.store.append_log(deployment.id, f"fetching {deployment.commit}")
         try:
             gitops.fetch_commit(repo, url, deployment.commit, settings.github_token)
@@ -389,6 +393,12 @@ def run_guarded(ctx: Context, repo: git.Repo) -> None:
 
 def run(ctx: Context, repo: git.Repo) -> None:
     deployment = ctx.deployment
+    if deployment.image:
+        # A rollback (pipeline.rollback): the image was built before and is on the engine.
+        ctx.move(states.DEPLOYING)
+        ctx.log(f"rolling back to {deployment.image}; no build")
+        go_live(ctx, deployment.image)
+        return
     ctx.move(states.BUILDING)
 
     with ctx.phase("build"):

@@ -49,11 +49,7 @@ def enqueue_deployment(
     trigger: str,
     deployment_id: str | None = None,
 ) -> Deployment:
-    """Record a queued deployment and enqueue its job; raises redis errors to the caller.
-
-    The record, the app's waiting list and RQ's job go in one MULTI/EXEC: one round trip on
-    the receiver's hot path, and never a record without its job (or the reverse).
-    """
+    """Record a queued deployment and enqueue its job; raises redis errors to the caller."""
     deployment = Deployment(
         id=deployment_id or new_deployment_id(),
         app=app.name,
@@ -61,13 +57,24 @@ def enqueue_deployment(
         ref=ref,
         trigger=trigger,
     )
+    enqueue_record(connection, queue_name, app, deployment)
+    return deployment
+
+
+def enqueue_record(
+    connection: redis.Redis, queue_name: str, app: App, deployment: Deployment
+) -> None:
+    """Save `deployment`, add it to the app's waiting list and enqueue a job for the app.
+
+    The three go in one MULTI/EXEC: one round trip on the receiver's hot path, and never a
+    record without its job (or the reverse).
+    """
     with connection.pipeline() as pipe:
         pipe.multi()
         Store(connection).create(deployment, pipe)
         AppQueue(connection, app.name).add(deployment.id, pipe)
         enqueue_job(connection, queue_name, deployment.id, app.build_timeout_s, app.name, pipe)
         pipe.execute()
-    return deployment
 
 
 def enqueue_job(

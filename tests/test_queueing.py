@@ -9,6 +9,7 @@ from rq import Queue
 from pipeline import queueing
 from pipeline.core.config import App
 from pipeline.core.deployment import Deployment
+from pipeline.rollback import enqueue_rollback
 from pipeline.store import AppQueue, Store, running
 from tests.support import wait_until
 
@@ -89,3 +90,34 @@ def test_job_timeout_follows_the_app_build_timeout(
     job = Queue(queue_name, connection=redis_conn).jobs[0]
     assert job.timeout == APP.build_timeout_s + queueing.ROLLOUT_BUDGET_S
     assert job.args == (job.args[0],) and len(job.args[0]) == 16  # only the deployment id
+
+
+def test_a_rollback_waits_its_turn_in_the_apps_queue(
+    redis_conn: redis.Redis, queue_name: str
+) -> None:
+    build = enqueue(redis_conn, queue_name, "a" * 40)
+    app_queue = AppQueue(redis_conn, "web")
+    assert app_queue.claim("deploying", 30) == [build.id]  # a worker holds the app
+
+    earlier = Deployment(
+        id="e1",
+        app="web",
+        commit="9" * 40,
+        ref="refs/heads/main",
+        trigger="delivery:y",
+        image="web:999999999999",
+    )
+    back = enqueue_rollback(redis_conn, queue_name, APP, earlier)
+
+    # Not run beside the deploy: it waits for the holder, as a push would.
+    assert app_queue.claim("another", 30) == []
+    assert app_queue.waiting() == [back.id]
+    record = Store(redis_conn).get(back.id)
+    assert record is not None
+    assert (record.image, record.commit, record.trigger) == (
+        earlier.image,
+        earlier.commit,
+        "api:rollback",
+    )
+    jobs = Queue(queue_name, connection=redis_conn).jobs
+    assert [(j.func_name, j.args) for j in jobs][-1] == ("pipeline.jobs.deploy", (back.id,))
