@@ -230,21 +230,25 @@ def wait_old_tasks_stopped(
 
 def prune_images(engine: docker.DockerClient, app: str, keep: int, live: set[str]) -> list[str]:
     """Remove the app's images beyond the newest `keep`, never one in `live`; return tags."""
-    images = engine.images.list(filters={"label": f"{APP_LABEL}={app}"})
-    images.sort(key=lambda image: image.attrs.get("Created", ""), reverse=True)
     removed: list[str] = []
-    for image in images[keep:]:
-        tags = set(image.tags)
-        if tags & live or image.id in live:
-            continue
+    for image in images_beyond(engine, app, keep, live):
         try:
             engine.images.remove(image.id, force=True)
         except docker.errors.APIError as exc:
-            # Still used by a stopped container or a rollback spec: try again next deploy.
+            # Still used by a running container (a replaced task in its stop grace period).
             log.info("prune %s: keeping %s: %s", app, image.short_id, exc.explanation)
             continue
         removed.extend(image.tags or [image.short_id])
     return removed
+
+
+def images_beyond(
+    engine: docker.DockerClient, app: str, keep: int, live: set[str]
+) -> list[docker.models.images.Image]:
+    """The app's images older than the newest `keep`, except those in `live`."""
+    images = engine.images.list(filters={"label": f"{APP_LABEL}={app}"})
+    images.sort(key=lambda image: image.attrs.get("Created", ""), reverse=True)
+    return [image for image in images[keep:] if not (set(image.tags) & live or image.id in live)]
 
 
 def image_argv(engine: docker.DockerClient, tag: str) -> tuple[list[str], list[str]]:

@@ -446,12 +446,27 @@ def go_live(ctx: Context, tag: str) -> None:
         raise RolloutError(progress.reason)
     ctx.move(states.SUCCEEDED)
 
-    if not engine.wait_old_tasks_stopped(ctx.engine, service_name, OLD_TASKS_STOP_S):
-        ctx.log("old tasks still stopping; their images are pruned on a later deploy")
-    removed = engine.prune_images(ctx.engine, app.name, platform.keep_images, live={tag})
+    removed = prune(ctx, service_name, tag)
     removed += appdata.prune_secrets(ctx.engine, app.name, keep=set(secret_names.values()))
     if removed:
         ctx.log(f"pruned {', '.join(removed)}")
+
+
+def prune(ctx: Context, service_name: str, tag: str) -> list[str]:
+    """Remove the app's images beyond `keep_images`; the removed tags.
+
+    An image still used by a replaced task (in Swarm's stop grace period, 10 s by default)
+    cannot go yet. Only then is that task waited for, so that the app's lock, and the next
+    push, do not wait on the grace period when nothing needs it.
+    """
+    keep = ctx.config.platform.keep_images
+    removed = engine.prune_images(ctx.engine, ctx.app.name, keep, live={tag})
+    if not engine.images_beyond(ctx.engine, ctx.app.name, keep, live={tag}):
+        return removed
+    if not engine.wait_old_tasks_stopped(ctx.engine, service_name, OLD_TASKS_STOP_S):
+        ctx.log("old tasks still stopping; their images are pruned on a later deploy")
+        return removed
+    return removed + engine.prune_images(ctx.engine, ctx.app.name, keep, live={tag})
 
 
 def deploy_stack(ctx: Context, stack_file: str, first: bool) -> None:
