@@ -136,7 +136,7 @@ def remove(client: docker.DockerClient, app: str, timeout_s: float = REMOVE_TIME
     for network in client.networks.list(filters=in_stack):
         network.remove()
     removed: list[str] = []
-    for image in client.images.list(filters={"label": f"{engine.APP_LABEL}={app}"}):
+    for image in engine.app_images(client, app):
         client.images.remove(image.id, force=True)
         removed.extend(image.tags or [image.short_id])
     return removed
@@ -177,11 +177,7 @@ def rollback_target(client: docker.DockerClient, store: Store, app: App) -> Depl
     if service is None:
         raise Conflict(f"app {app.name!r} is not deployed; nothing to roll back")
     live_image = service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0]
-    local = {
-        tag
-        for image in client.images.list(filters={"label": f"{engine.APP_LABEL}={app.name}"})
-        for tag in image.tags
-    }
+    local = {tag for image in engine.app_images(client, app.name) for tag in image.tags}
     target = choose_rollback(store.recent(app.name, count=KEEP_DEPLOYMENTS), live_image, local)
     if target is None:
         raise Unprocessable(f"app {app.name!r} has no earlier good image to roll back to")

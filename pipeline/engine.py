@@ -246,9 +246,24 @@ def images_beyond(
     engine: docker.DockerClient, app: str, keep: int, live: set[str]
 ) -> list[docker.models.images.Image]:
     """The app's images older than the newest `keep`, except those in `live`."""
-    images = engine.images.list(filters={"label": f"{APP_LABEL}={app}"})
-    images.sort(key=lambda image: image.attrs.get("Created", ""), reverse=True)
+    images = app_images(engine, app)
     return [image for image in images[keep:] if not (set(image.tags) & live or image.id in live)]
+
+
+def app_images(engine: docker.DockerClient, app: str) -> list[docker.models.images.Image]:
+    """The app's images, newest first (by their creation time, to the nanosecond).
+
+    docker-py's `images.list` inspects every image it listed and fails on one removed in
+    between (a prune by a worker while the admin API looks); such an image is skipped.
+    """
+    found = []
+    for summary in engine.api.images(filters={"label": f"{APP_LABEL}={app}"}):
+        try:
+            found.append(engine.images.get(summary["Id"]))
+        except docker.errors.ImageNotFound:
+            continue
+    found.sort(key=lambda image: image.attrs.get("Created", ""), reverse=True)
+    return found
 
 
 def image_argv(engine: docker.DockerClient, tag: str) -> tuple[list[str], list[str]]:

@@ -16,6 +16,7 @@ import docker
 import pytest
 import redis
 
+from pipeline import engine
 from pipeline.core.deployment import Deployment
 from pipeline.store import AppQueue
 from tests.support import wait_until
@@ -170,9 +171,7 @@ def test_a_failed_build_keeps_the_old_version_and_its_images(
 ) -> None:
     workers.start()
     one = deploy_and_wait(site, page("one"), "one")
-    images_before = {
-        i.id for i in docker_client.images.list(filters={"label": f"nephelios.app={site.name}"})
-    }
+    images_before = {i.id for i in engine.app_images(docker_client, site.name)}
 
     broken = site.repo.commit(
         {**page("broken"), **dockerfile("RUN echo 'compiling went wrong' && exit 3")}, "broken"
@@ -187,9 +186,7 @@ def test_a_failed_build_keeps_the_old_version_and_its_images(
     assert github_api.statuses(broken)[0] == "pending"
     spec = service_spec(docker_client, site.name)
     assert spec["Labels"]["nephelios.commit"] == one.commit  # type: ignore[index]
-    images_after = {
-        i.id for i in docker_client.images.list(filters={"label": f"nephelios.app={site.name}"})
-    }
+    images_after = {i.id for i in engine.app_images(docker_client, site.name)}
     assert images_after == images_before
     assert "<h1>one</h1>" in site.served()
 
@@ -298,8 +295,8 @@ def test_with_a_registry_images_are_pushed_and_deployed_from_it(
 
 
 def _app_tags(client: docker.DockerClient, app: str) -> set[str]:
-    images = client.images.list(filters={"label": f"nephelios.app={app}"})
-    return {tag for image in images for tag in image.tags}
+    # Listed while a worker may be pruning: app_images skips an image removed meanwhile.
+    return {tag for image in engine.app_images(client, app) for tag in image.tags}
 
 
 def _replicas(client: docker.DockerClient, app: str) -> int:
