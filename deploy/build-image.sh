@@ -10,11 +10,13 @@
 #
 # Needs, on the host: python3 (3.11, Debian's), git, docker, redis-server.
 # Usage: deploy/build-image.sh [--force]   (--force rebuilds the runtime image too)
+# NEPHELIOS_IMAGE, when set, is the tag of the Nephelios image (the stack file reads it too),
+# so that checkouts built side by side do not replace each other's image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNTIME_IMAGE=nephelios/runtime:local
-IMAGE=nephelios/nephelios:local
+IMAGE=${NEPHELIOS_IMAGE:-nephelios/nephelios:local}
 PY=/usr/bin/python3.11
 say() { printf '%-10s %s\n' "$1:" "$2"; }
 

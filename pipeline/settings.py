@@ -1,7 +1,9 @@
 """Process settings from the environment, read once at start-up.
 
 Secrets are held here and nowhere else; `__repr__` names which ones are set, never their
-values, so a settings object can be logged.
+values, so a settings object can be logged. Each secret may instead be given as
+`<NAME>_FILE`, the path of a file holding it (a Docker secret under /run/secrets), the
+convention of the official Docker images; giving both is refused.
 """
 
 from __future__ import annotations
@@ -108,10 +110,47 @@ def _redis_url(url: str) -> str:
 
 
 def _secret(env: dict[str, str], name: str) -> str:
-    """A secret from the environment. Control characters (a stray \\r from a Windows file,
-    a newline pasted with the value) would make an invalid HTTP header or a wrong HMAC key
-    later; refuse them now, and never show the value."""
-    value = env.get(name, "")
+    """A secret from the environment, or from the file that `<name>_FILE` names."""
+    file_name = f"{name}_FILE"
+    value, path = env.get(name, ""), env.get(file_name, "")
+    if value and path:
+        raise ConfigError("environment", name, "<hidden>", f"{file_name} is set too; set one")
+    if path:
+        return _without_control_characters(file_name, path, _secret_file(file_name, path))
+    return _without_control_characters(name, "<hidden>", value)
+
+
+def _without_control_characters(key: str, shown: str, value: str) -> str:
+    """Control characters (a stray \\r from a Windows file, a newline pasted with the value)
+    would make an invalid HTTP header or a wrong HMAC key later; refuse them now, showing
+    `shown` (the file's path or a placeholder), never the value."""
     if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
-        raise ConfigError("environment", name, "<hidden>", "contains control characters")
+        raise ConfigError("environment", key, shown, "contains control characters")
     return value
+
+
+# Far above any token; a bound so that a path such as /dev/zero fails instead of filling memory.
+MAX_SECRET_FILE_BYTES = 64 * 1024
+
+
+def _secret_file(file_name: str, path: str) -> str:
+    """The content of a secret file less one trailing newline, which `echo x > file` leaves.
+    Errors name the variable and the path; never the content, nor an error quoting it."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(
+            "environment", file_name, path, f"cannot read it: {exc.strerror}"
+        ) from exc
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        raise ConfigError("environment", file_name, path, "the file is larger than 64 KiB")
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        # Not chained: the decode error quotes a byte of the secret.
+        raise ConfigError("environment", file_name, path, "the file is not UTF-8 text") from None
+    text = text.removesuffix("\n")
+    if not text:
+        raise ConfigError("environment", file_name, path, "the file is empty")
+    return text

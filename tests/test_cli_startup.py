@@ -78,6 +78,31 @@ def test_the_client_refuses_a_token_with_a_carriage_return_unseen(tmp_path: Path
     assert "hunter2" not in result.stderr + result.stdout
 
 
+# --- 9b. secrets from files (Docker secrets): one line naming the variable, never the value --
+
+
+@pytest.mark.parametrize("command", ["serve", "worker", "apps"])
+def test_a_secret_set_twice_refuses_start_up_unseen(tmp_path: Path, command: str) -> None:
+    (tmp_path / "token").write_text("hunter2\n")
+    token = {
+        "NEPHELIOS_ADMIN_TOKEN": "hunter3",
+        "NEPHELIOS_ADMIN_TOKEN_FILE": str(tmp_path / "token"),
+    }
+    result = nephelios(tmp_path, command, **token)
+    refusal = one_line_refusal(result)
+    assert "NEPHELIOS_ADMIN_TOKEN: NEPHELIOS_ADMIN_TOKEN_FILE is set too" in refusal
+    assert "hunter" not in result.stderr + result.stdout
+
+
+def test_serve_names_an_unreadable_secret_file_and_its_path(tmp_path: Path) -> None:
+    path = str(tmp_path / "missing")
+    result = nephelios(
+        tmp_path, "serve", NEPHELIOS_WEBHOOK_SECRET="", NEPHELIOS_WEBHOOK_SECRET_FILE=path
+    )
+    reason = f"cannot read it: No such file or directory (got {path!r})"
+    assert f"NEPHELIOS_WEBHOOK_SECRET_FILE: {reason}" in one_line_refusal(result)
+
+
 # --- 10. small start-up defects -------------------------------------------------------------
 
 

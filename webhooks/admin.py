@@ -63,7 +63,10 @@ class BodyTooLarge(AdminError):
 
 def check_token(settings: Settings, header: str | None) -> None:
     if not settings.admin_token:
-        raise AdminDisabled("the admin API is disabled: NEPHELIOS_ADMIN_TOKEN is not set")
+        raise AdminDisabled(
+            "the admin API is disabled: NEPHELIOS_ADMIN_TOKEN is not set "
+            "(nor NEPHELIOS_ADMIN_TOKEN_FILE)"
+        )
     scheme, _, given = (header or "").partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
         raise Unauthorized("missing 'Authorization: Bearer <token>' header")

@@ -42,8 +42,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     # Without a secret every delivery would be refused (401): better not to start at all.
     if not settings.webhook_secret:
         raise NepheliosError(
-            "NEPHELIOS_WEBHOOK_SECRET is not set: set it to the secret of the GitHub webhook "
-            "(`nephelios up` generates one)"
+            "NEPHELIOS_WEBHOOK_SECRET is not set: set it to the secret of the GitHub webhook, "
+            "or NEPHELIOS_WEBHOOK_SECRET_FILE to a file holding it (`nephelios up` generates one)"
         )
     app = create_app(settings, load_checked(settings))
     log.info("receiver on %s:%d (%r)", args.host, settings.port, settings)
