@@ -1,4 +1,5 @@
-"""Test helpers: signed GitHub deliveries, local git repositories, and waiting on conditions."""
+"""Test helpers: signed GitHub deliveries, local git repositories, waiting on conditions, and
+small HTTP servers of a test's own on loopback."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import hmac
 import json
 import socket
 import subprocess
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -261,3 +265,17 @@ def state_keys(connection: Any) -> list[bytes]:
     """Redis keys other than /metrics' counters (which count refused deliveries too)."""
     found: list[bytes] = connection.keys("*")
     return [key for key in found if not key.startswith(b"nephelios:metrics:")]
+
+
+@contextmanager
+def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[ThreadingHTTPServer]:
+    """`handler` served from a thread on an ephemeral port of 127.0.0.1 until the block ends."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -28,7 +27,14 @@ from pipeline.core.deployment import Deployment
 from pipeline.settings import Settings
 from pipeline.store import Store
 from tests.conftest import EDGE_NETWORK, TEST_DOMAIN
-from tests.support import GitRepo, delivery_headers, encode, push_payload, wait_until
+from tests.support import (
+    GitRepo,
+    delivery_headers,
+    encode,
+    http_server,
+    push_payload,
+    wait_until,
+)
 from webhooks.app import create_app
 
 SECRET = "worker-test-secret"
@@ -73,15 +79,8 @@ def fake_github() -> Iterator[FakeGitHub]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with http_server(Handler) as server:
         yield FakeGitHub(server, seen)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 class Workers:
