@@ -1,5 +1,5 @@
-"""Test helpers: signed GitHub deliveries, local git repositories, waiting on conditions, and
-small HTTP servers of a test's own on loopback."""
+"""Test helpers: signed GitHub deliveries, local git repositories, waiting on conditions, the
+receiver in-process, small HTTP servers of a test's own on loopback."""
 
 from __future__ import annotations
 
@@ -17,6 +17,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlencode
+
+import redis
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from pipeline.core.config import load_config
+from pipeline.settings import Settings
+from webhooks.app import create_app
 
 T = TypeVar("T")
 
@@ -265,6 +273,31 @@ def state_keys(connection: Any) -> list[bytes]:
     """Redis keys other than /metrics' counters (which count refused deliveries too)."""
     found: list[bytes] = connection.keys("*")
     return [key for key in found if not key.startswith(b"nephelios:metrics:")]
+
+
+# --- the receiver in-process ----------------------------------------------------------------
+def webhook_receiver(
+    config_path: Path, connection: redis.Redis, secret: str, queue_name: str, **settings: Any
+) -> TestClient:
+    """The receiver on `config_path`'s nephelios.yml, checking deliveries against `secret`."""
+    app_settings = Settings(webhook_secret=secret, queue_name=queue_name, **settings)
+    return TestClient(create_app(app_settings, load_config(config_path), connection))
+
+
+def admin_app(
+    env: dict[str, str], connection: redis.Redis, token: str, **settings: Any
+) -> tuple[Starlette, Settings]:
+    """The admin API on the nephelios.yml, queue and state directory of a worker's `env`
+    (conftest's `worker_env`), so that a worker sees the apps it creates."""
+    config_path = Path(env["NEPHELIOS_CONFIG"])
+    app_settings = Settings(
+        config_path=config_path,
+        queue_name=env["NEPHELIOS_QUEUE"],
+        state_dir=Path(env["NEPHELIOS_STATE_DIR"]),
+        admin_token=token,
+        **settings,
+    )
+    return create_app(app_settings, load_config(config_path), connection), app_settings
 
 
 @contextmanager
