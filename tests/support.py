@@ -275,6 +275,14 @@ def state_keys(connection: Any) -> list[bytes]:
     return [key for key in found if not key.startswith(b"nephelios:metrics:")]
 
 
+def redelivered(send: Callable[[], Any]) -> Any:
+    """Send one delivery twice: the first is accepted, the second answered as a duplicate."""
+    first, again = send(), send()
+    assert first.status_code == 202, first.text
+    assert again.status_code == 200 and again.json()["duplicate"] is True, again.text
+    return again
+
+
 # --- the receiver in-process ----------------------------------------------------------------
 def webhook_receiver(
     config_path: Path, connection: redis.Redis, secret: str, queue_name: str, **settings: Any
