@@ -15,7 +15,6 @@ import redis
 import yaml
 from starlette.testclient import TestClient
 
-from pipeline import engine
 from pipeline.core.config import load_config
 from pipeline.core.deployment import Deployment
 from pipeline.queueing import enqueue_deployment
@@ -118,23 +117,3 @@ def docker_exec(container: str, *argv: str) -> str:
         ["docker", "exec", container, *argv], capture_output=True, text=True, check=True
     )
     return result.stdout
-
-
-def remove_app(client: docker.DockerClient, app: str) -> None:
-    """Remove everything a test app made: stack, containers, images, volumes, secrets."""
-    engine.stack_rm(app)
-    in_stack = {"label": f"com.docker.stack.namespace={app}"}
-    wait_until(
-        lambda: (
-            not client.api.services(filters=in_stack)
-            and not client.api.containers(all=True, filters=in_stack)
-        ),
-        60,
-        f"stack {app} and its containers to go",
-    )
-    for image in client.images.list(filters={"label": f"{engine.APP_LABEL}={app}"}):
-        client.images.remove(image.id, force=True)
-    for volume in client.volumes.list(filters=in_stack):
-        volume.remove(force=True)
-    for secret in client.secrets.list(filters={"label": f"{engine.APP_LABEL}={app}"}):
-        secret.remove()

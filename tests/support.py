@@ -1,5 +1,6 @@
 """Test helpers: signed GitHub deliveries, local git repositories, waiting on conditions, the
-receiver in-process, small HTTP servers of a test's own on loopback."""
+receiver in-process, small HTTP servers of a test's own on loopback, and removing a test app
+from the engine."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
+import docker
 import redis
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from pipeline import engine
 from pipeline.core.config import load_config
 from pipeline.settings import Settings
 from webhooks.app import create_app
@@ -320,3 +323,23 @@ def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[ThreadingHTTP
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def remove_app(client: docker.DockerClient, app: str) -> None:
+    """Remove everything a test app made: stack, containers, images, volumes, secrets."""
+    engine.stack_rm(app)
+    in_stack = {"label": f"com.docker.stack.namespace={app}"}
+    wait_until(
+        lambda: (
+            not client.api.services(filters=in_stack)
+            and not client.api.containers(all=True, filters=in_stack)
+        ),
+        60,
+        f"stack {app} and its containers to go",
+    )
+    for image in client.images.list(filters={"label": f"{engine.APP_LABEL}={app}"}):
+        client.images.remove(image.id, force=True)
+    for volume in client.volumes.list(filters=in_stack):
+        volume.remove(force=True)
+    for secret in client.secrets.list(filters={"label": f"{engine.APP_LABEL}={app}"}):
+        secret.remove()

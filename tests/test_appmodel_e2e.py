@@ -20,7 +20,6 @@ from tests.appmodel_support import (
     body,
     deploy,
     docker_exec,
-    remove_app,
     request,
     running_container,
     service_spec,
@@ -28,7 +27,7 @@ from tests.appmodel_support import (
     write_config,
 )
 from tests.conftest import EDGE_NETWORK, TEST_DOMAIN
-from tests.support import GitRepo, wait_until
+from tests.support import GitRepo, remove_app, wait_until
 
 pytestmark = pytest.mark.docker
 

@@ -23,8 +23,8 @@ from pipeline.jobs import Context
 from pipeline.reporting import Reporter
 from pipeline.settings import Settings
 from pipeline.store import Store
-from tests.appmodel_support import admin_client, app_entry, deploy, remove_app, write_config
-from tests.support import GitRepo, wait_until
+from tests.appmodel_support import admin_client, app_entry, deploy, write_config
+from tests.support import GitRepo, remove_app, wait_until
 
 TOKEN = "runtime-fixes-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
