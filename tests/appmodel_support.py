@@ -1,5 +1,6 @@
-"""Helpers for the app-model tests on the real engine: deploy through a real worker, ask
-Traefik from outside, look inside containers, and clean up every app a test made."""
+"""Helpers for the tests on the real engine: write the test app's nephelios.yml, deploy
+through a real worker, ask Traefik from outside, look inside containers, and clean up every
+app a test made."""
 
 from __future__ import annotations
 
@@ -12,19 +13,35 @@ from typing import Any
 import docker
 import redis
 import yaml
+from starlette.testclient import TestClient
 
-from pipeline import engine
 from pipeline.core.config import load_config
 from pipeline.core.deployment import Deployment
 from pipeline.queueing import enqueue_deployment
+from pipeline.settings import Settings
 from pipeline.store import Store
 from tests.conftest import EDGE_NETWORK, TEST_DOMAIN
-from tests.support import wait_until
+from tests.support import GitRepo, admin_app, wait_until
 
 
 def write_config(path: Path, edge_port: int, apps: dict[str, Any], **platform: Any) -> None:
+    """A nephelios.yml whose apps are served by the tests' Traefik on `edge_port`."""
     base = {"domain": TEST_DOMAIN, "edge_network": EDGE_NETWORK, "http_port": edge_port}
     path.write_text(yaml.safe_dump({"platform": {**base, **platform}, "apps": apps}))
+
+
+def app_entry(source: GitRepo, **keys: Any) -> dict[str, Any]:
+    """An app of acme/site on port 8080, fetched from the local `source`, with `keys` on top."""
+    return {"repo": "acme/site", "port": 8080, "git_url": str(source.bare), **keys}
+
+
+def admin_client(
+    env: dict[str, str], connection: redis.Redis, edge_port: int, token: str
+) -> tuple[TestClient, Settings]:
+    """The admin API over a nephelios.yml without apps, for the worker of `env`."""
+    write_config(Path(env["NEPHELIOS_CONFIG"]), edge_port, {})
+    app, settings = admin_app(env, connection, token)
+    return TestClient(app), settings
 
 
 def deploy(
@@ -100,23 +117,3 @@ def docker_exec(container: str, *argv: str) -> str:
         ["docker", "exec", container, *argv], capture_output=True, text=True, check=True
     )
     return result.stdout
-
-
-def remove_app(client: docker.DockerClient, app: str) -> None:
-    """Remove everything a test app made: stack, containers, images, volumes, secrets."""
-    engine.stack_rm(app)
-    in_stack = {"label": f"com.docker.stack.namespace={app}"}
-    wait_until(
-        lambda: (
-            not client.api.services(filters=in_stack)
-            and not client.api.containers(all=True, filters=in_stack)
-        ),
-        60,
-        f"stack {app} and its containers to go",
-    )
-    for image in client.images.list(filters={"label": f"{engine.APP_LABEL}={app}"}):
-        client.images.remove(image.id, force=True)
-    for volume in client.volumes.list(filters=in_stack):
-        volume.remove(force=True)
-    for secret in client.secrets.list(filters={"label": f"{engine.APP_LABEL}={app}"}):
-        secret.remove()

@@ -20,7 +20,7 @@ import redis
 
 from pipeline import engine, platform
 from pipeline.core.config import parse_config
-from tests.support import RedisServer, free_port, wait_until
+from tests.support import RedisServer, free_port, remove_app, wait_until
 
 REDIS_URL = os.environ.get("NEPHELIOS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 EDGE_PORT = int(os.environ.get("NEPHELIOS_TEST_HTTP_PORT", "19080"))
@@ -95,20 +95,9 @@ def app_name() -> str:
 
 @pytest.fixture
 def cleanup_stack(docker_client: docker.DockerClient, app_name: str) -> Iterator[str]:
-    """Remove the test app's stack and images afterwards, whatever happened."""
+    """Remove the test app's stack, images, volumes and secrets afterwards, whatever happened."""
     yield app_name
-    engine.stack_rm(app_name)
-    in_stack = {"label": f"com.docker.stack.namespace={app_name}"}
-    wait_until(
-        lambda: (
-            not docker_client.api.services(filters=in_stack)
-            and not docker_client.api.containers(all=True, filters=in_stack)
-        ),
-        60,
-        f"stack {app_name} and its containers to go",
-    )
-    for image in docker_client.images.list(filters={"label": f"{engine.APP_LABEL}={app_name}"}):
-        docker_client.images.remove(image.id, force=True)
+    remove_app(docker_client, app_name)
 
 
 @pytest.fixture

@@ -1,4 +1,6 @@
-"""Test helpers: signed GitHub deliveries, local git repositories, and waiting on conditions."""
+"""Test helpers: signed GitHub deliveries, local git repositories, waiting on conditions, the
+receiver in-process, small HTTP servers of a test's own on loopback, and removing a test app
+from the engine."""
 
 from __future__ import annotations
 
@@ -7,12 +9,25 @@ import hmac
 import json
 import socket
 import subprocess
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlencode
+
+import docker
+import redis
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from pipeline import engine
+from pipeline.core.config import load_config
+from pipeline.settings import Settings
+from webhooks.app import create_app
 
 T = TypeVar("T")
 
@@ -261,3 +276,70 @@ def state_keys(connection: Any) -> list[bytes]:
     """Redis keys other than /metrics' counters (which count refused deliveries too)."""
     found: list[bytes] = connection.keys("*")
     return [key for key in found if not key.startswith(b"nephelios:metrics:")]
+
+
+def redelivered(send: Callable[[], Any]) -> Any:
+    """Send one delivery twice: the first is accepted, the second answered as a duplicate."""
+    first, again = send(), send()
+    assert first.status_code == 202, first.text
+    assert again.status_code == 200 and again.json()["duplicate"] is True, again.text
+    return again
+
+
+# --- the receiver in-process ----------------------------------------------------------------
+def webhook_receiver(
+    config_path: Path, connection: redis.Redis, secret: str, queue_name: str, **settings: Any
+) -> TestClient:
+    """The receiver on `config_path`'s nephelios.yml, checking deliveries against `secret`."""
+    app_settings = Settings(webhook_secret=secret, queue_name=queue_name, **settings)
+    return TestClient(create_app(app_settings, load_config(config_path), connection))
+
+
+def admin_app(
+    env: dict[str, str], connection: redis.Redis, token: str, **settings: Any
+) -> tuple[Starlette, Settings]:
+    """The admin API on the nephelios.yml, queue and state directory of a worker's `env`
+    (conftest's `worker_env`), so that a worker sees the apps it creates."""
+    config_path = Path(env["NEPHELIOS_CONFIG"])
+    app_settings = Settings(
+        config_path=config_path,
+        queue_name=env["NEPHELIOS_QUEUE"],
+        state_dir=Path(env["NEPHELIOS_STATE_DIR"]),
+        admin_token=token,
+        **settings,
+    )
+    return create_app(app_settings, load_config(config_path), connection), app_settings
+
+
+@contextmanager
+def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[ThreadingHTTPServer]:
+    """`handler` served from a thread on an ephemeral port of 127.0.0.1 until the block ends."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def remove_app(client: docker.DockerClient, app: str) -> None:
+    """Remove everything a test app made: stack, containers, images, volumes, secrets."""
+    engine.stack_rm(app)
+    in_stack = {"label": f"com.docker.stack.namespace={app}"}
+    wait_until(
+        lambda: (
+            not client.api.services(filters=in_stack)
+            and not client.api.containers(all=True, filters=in_stack)
+        ),
+        60,
+        f"stack {app} and its containers to go",
+    )
+    for image in client.images.list(filters={"label": f"{engine.APP_LABEL}={app}"}):
+        client.images.remove(image.id, force=True)
+    for volume in client.volumes.list(filters=in_stack):
+        volume.remove(force=True)
+    for secret in client.secrets.list(filters={"label": f"{engine.APP_LABEL}={app}"}):
+        secret.remove()

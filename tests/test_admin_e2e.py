@@ -14,16 +14,13 @@ from typing import Any
 import docker
 import pytest
 import redis
-import yaml
 from starlette.testclient import TestClient
 
 from pipeline import engine
-from pipeline.core.config import load_config
-from pipeline.settings import Settings
-from tests.conftest import EDGE_NETWORK, TEST_DOMAIN
+from tests.appmodel_support import admin_client
+from tests.conftest import TEST_DOMAIN
 from tests.support import GitRepo, wait_until
 from tests.test_e2e import fetch
-from webhooks.app import create_app
 
 pytestmark = pytest.mark.docker
 TOKEN = "admin-e2e-token"
@@ -66,16 +63,7 @@ def test_create_scale_redeploy_rollback_remove(
     app = cleanup_stack
     repo = GitRepo(tmp_path / "github")
     v1 = repo.commit({"index.html": "<h1>v1</h1>\n"}, "v1")
-    config_path = Path(worker_env["NEPHELIOS_CONFIG"])
-    platform = {"domain": TEST_DOMAIN, "edge_network": EDGE_NETWORK, "http_port": edge}
-    config_path.write_text(yaml.safe_dump({"platform": platform, "apps": {}}))
-    settings = Settings(
-        config_path=config_path,
-        queue_name=worker_env["NEPHELIOS_QUEUE"],
-        state_dir=Path(worker_env["NEPHELIOS_STATE_DIR"]),
-        admin_token=TOKEN,
-    )
-    client = TestClient(create_app(settings, load_config(config_path), redis_conn))
+    client, settings = admin_client(worker_env, redis_conn, edge, TOKEN)
     host = f"{app}.{TEST_DOMAIN}"
 
     body = {"app_name": app, "app_type": "static", "github_url": str(repo.bare), "port": 8080}

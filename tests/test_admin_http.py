@@ -23,7 +23,7 @@ from pipeline.apps import AppFile, load_full_config
 from pipeline.core.config import load_config
 from pipeline.settings import Settings
 from pipeline.store import Store
-from tests.support import GitRepo, delivery_headers, encode, push_payload
+from tests.support import GitRepo, admin_app, delivery_headers, encode, push_payload
 from webhooks.app import create_app
 
 pytestmark = pytest.mark.redis
@@ -32,11 +32,12 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-def setup(tmp_path: Path, redis_conn: redis.Redis, queue_name: str) -> Iterator[dict[str, Any]]:
+def setup(
+    tmp_path: Path, redis_conn: redis.Redis, worker_env: dict[str, str]
+) -> Iterator[dict[str, Any]]:
     repo = GitRepo(tmp_path / "github")
     commit = repo.commit({"index.html": "<h1>v1</h1>\n"})
-    config_path = tmp_path / "nephelios.yml"
-    config_path.write_text(
+    Path(worker_env["NEPHELIOS_CONFIG"]).write_text(
         yaml.safe_dump(
             {
                 # No GitHub here: owner/name URLs resolve to a directory that does not exist.
@@ -45,14 +46,8 @@ def setup(tmp_path: Path, redis_conn: redis.Redis, queue_name: str) -> Iterator[
             }
         )
     )
-    settings = Settings(
-        config_path=config_path,
-        queue_name=queue_name,
-        state_dir=tmp_path / "state",
-        admin_token=TOKEN,
-        max_replicas=5,
-    )
-    client = TestClient(create_app(settings, load_config(config_path), redis_conn))
+    app, settings = admin_app(worker_env, redis_conn, TOKEN, max_replicas=5)
+    client = TestClient(app)
     yield {"client": client, "repo": repo, "commit": commit, "settings": settings}
     client.close()
 

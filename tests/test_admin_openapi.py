@@ -19,19 +19,16 @@ from schemathesis.checks import not_a_server_error
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from pipeline.core.config import load_config
-from pipeline.settings import Settings
+from tests.support import admin_app
 from webhooks.admin import openapi_json
-from webhooks.app import create_app
 
 pytestmark = [pytest.mark.redis, pytest.mark.docker]
 TOKEN = "schema-test-token"
 
 
 @pytest.fixture
-def api(tmp_path: Path, redis_conn: redis.Redis, queue_name: str) -> Starlette:
-    config_path = tmp_path / "nephelios.yml"
-    config_path.write_text(
+def api(tmp_path: Path, redis_conn: redis.Redis, worker_env: dict[str, str]) -> Starlette:
+    Path(worker_env["NEPHELIOS_CONFIG"]).write_text(
         yaml.safe_dump(
             {
                 "platform": {"git_base_url": f"file://{tmp_path}/nowhere"},
@@ -39,13 +36,8 @@ def api(tmp_path: Path, redis_conn: redis.Redis, queue_name: str) -> Starlette:
             }
         )
     )
-    app_settings = Settings(
-        config_path=config_path,
-        queue_name=queue_name,
-        state_dir=tmp_path / "state",
-        admin_token=TOKEN,
-    )
-    return create_app(app_settings, load_config(config_path), redis_conn)
+    app, _ = admin_app(worker_env, redis_conn, TOKEN)
+    return app
 
 
 # The schema is read from an app that serves only /openapi.json; each call goes to the test's

@@ -17,10 +17,10 @@ import redis
 from pipeline import platform
 from pipeline.core.config import parse_config
 from tests.appmodel_support import (
+    app_entry,
     body,
     deploy,
     docker_exec,
-    remove_app,
     request,
     running_container,
     service_spec,
@@ -28,7 +28,7 @@ from tests.appmodel_support import (
     write_config,
 )
 from tests.conftest import EDGE_NETWORK, TEST_DOMAIN
-from tests.support import GitRepo, wait_until
+from tests.support import GitRepo, remove_app, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -111,12 +111,7 @@ def test_a_version_that_never_gets_healthy_is_rolled_back(
     host = f"{app}.{TEST_DOMAIN}"
     repo = GitRepo(tmp_path / "github")
     health = {"path": "/healthz", "interval_s": 1, "timeout_s": 2, "retries": 2}
-    config = {
-        "repo": "acme/site",
-        "port": 8080,
-        "git_url": str(repo.bare),
-        "health": {**health, "start_period_s": 0},
-    }
+    config = app_entry(repo, health={**health, "start_period_s": 0})
     write_config(Path(worker_env["NEPHELIOS_CONFIG"]), edge, {app: config})
 
     good = repo.commit({"index.html": "v1\n", "healthz": "ok\n"})
@@ -158,20 +153,18 @@ def test_processes_volumes_secrets_and_build_options(
         'CMD ["false"]\n'
     )
     commit = repo.commit({"services/site/docker/web.Dockerfile": dockerfile, "README": "x\n"})
-    config = {
-        "repo": "acme/site",
-        "port": 8080,
-        "git_url": str(repo.bare),
-        "build": {
+    config = app_entry(
+        repo,
+        build={
             "context": "services/site",
             "dockerfile": "docker/web.Dockerfile",
             "target": "web",
             "args": {"GREETING": "built with args"},
         },
-        "volumes": {"data": "/data"},
-        "secrets": {"API_TOKEN": {"env": True}, "TLS_KEY": None},
-        "processes": {"worker": {"command": "echo working > /data/worker.txt; exec sleep 1d"}},
-    }
+        volumes={"data": "/data"},
+        secrets={"API_TOKEN": {"env": True}, "TLS_KEY": None},
+        processes={"worker": {"command": "echo working > /data/worker.txt; exec sleep 1d"}},
+    )
     config_path = Path(worker_env["NEPHELIOS_CONFIG"])
     write_config(config_path, edge, {app: config})
 
@@ -266,7 +259,7 @@ def test_tls_redirects_http_and_serves_https(
     write_config(
         Path(worker_env["NEPHELIOS_CONFIG"]),
         tls_edge,
-        {app: {"repo": "acme/site", "port": 8080, "git_url": str(repo.bare)}},
+        {app: app_entry(repo)},
         https_port=tls_edge + 1,
         tls=TLS_SETTINGS,
     )
@@ -352,15 +345,13 @@ def test_generated_dockerfile_overrides_and_default_health_check(
     host = f"{app}.{TEST_DOMAIN}"
     repo = GitRepo(tmp_path / "github")
     commit = repo.commit({"index.html": "generated\n"})
-    config = {
-        "repo": "acme/site",
-        "port": 8080,
-        "git_url": str(repo.bare),
-        "app_workdir": "/site",
-        "install_command": "echo installed > /site/installed.txt",
-        "build_command": "echo built > /site/built.txt",
-        "run_command": "exec httpd -f -p 8080 -h /site",
-    }
+    config = app_entry(
+        repo,
+        app_workdir="/site",
+        install_command="echo installed > /site/installed.txt",
+        build_command="echo built > /site/built.txt",
+        run_command="exec httpd -f -p 8080 -h /site",
+    )
     write_config(Path(worker_env["NEPHELIOS_CONFIG"]), edge, {app: config})
     assert deploy(redis_conn, worker_env, app, commit).status == "succeeded"
 
@@ -390,7 +381,7 @@ def test_a_first_version_that_never_gets_healthy_fails_and_is_not_served(
         "retries": 1,
         "start_period_s": 0,
     }
-    config = {"repo": "acme/site", "port": 8080, "git_url": str(repo.bare), "health": health}
+    config = app_entry(repo, health=health)
     write_config(Path(worker_env["NEPHELIOS_CONFIG"]), edge, {app: config})
     commit = repo.commit({"index.html": "never healthy\n"})
 

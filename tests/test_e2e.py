@@ -14,16 +14,19 @@ from pathlib import Path
 import docker
 import pytest
 import redis
-import yaml
-from starlette.testclient import TestClient
 
-from pipeline.core.config import load_config
 from pipeline.core.deployment import Deployment
-from pipeline.settings import Settings
 from pipeline.store import Store
-from tests.conftest import EDGE_NETWORK, TEST_DOMAIN
-from tests.support import GitRepo, delivery_headers, encode, push_payload, wait_until
-from webhooks.app import create_app
+from tests.appmodel_support import app_entry, write_config
+from tests.conftest import TEST_DOMAIN
+from tests.support import (
+    GitRepo,
+    delivery_headers,
+    encode,
+    push_payload,
+    wait_until,
+    webhook_receiver,
+)
 
 pytestmark = pytest.mark.docker
 SECRET = "e2e-secret"
@@ -56,24 +59,11 @@ def test_push_to_live_then_push_again(
     app = cleanup_stack
     repo = GitRepo(tmp_path / "github")
     config_path = Path(worker_env["NEPHELIOS_CONFIG"])
-    config_path.write_text(
-        yaml.safe_dump(
-            {
-                "platform": {
-                    "domain": TEST_DOMAIN,
-                    "edge_network": EDGE_NETWORK,
-                    "http_port": edge,
-                },
-                "apps": {app: {"repo": "acme/site", "port": 8080, "git_url": str(repo.bare)}},
-            }
-        )
+    write_config(config_path, edge, {app: app_entry(repo)})
+    queue = worker_env["NEPHELIOS_QUEUE"]
+    receiver = webhook_receiver(
+        config_path, redis_conn, SECRET, queue, state_dir=tmp_path / "receiver"
     )
-    settings = Settings(
-        webhook_secret=SECRET,
-        queue_name=worker_env["NEPHELIOS_QUEUE"],
-        state_dir=tmp_path / "receiver",
-    )
-    receiver = TestClient(create_app(settings, load_config(config_path), redis_conn))
     store = Store(redis_conn)
     host = f"{app}.{TEST_DOMAIN}"
 

@@ -11,13 +11,10 @@ from pathlib import Path
 
 import pytest
 import redis
-import yaml
-from starlette.testclient import TestClient
 
-from pipeline.core.config import load_config
-from pipeline.settings import Settings
 from pipeline.store import Store
-from tests.conftest import EDGE_NETWORK, TEST_DOMAIN
+from tests.appmodel_support import app_entry, write_config
+from tests.conftest import TEST_DOMAIN
 from tests.support import (
     GitRepo,
     delivery_headers,
@@ -25,9 +22,9 @@ from tests.support import (
     push_tag,
     release_payload,
     wait_until,
+    webhook_receiver,
 )
 from tests.test_e2e import fetch, finished
-from webhooks.app import create_app
 
 pytestmark = pytest.mark.docker
 SECRET = "e2e-release-secret"
@@ -47,15 +44,11 @@ def test_published_release_deploys_the_tagged_commit(
     push_tag(repo, "1.0.0", "first release")
     repo.commit({"index.html": "<h1>unreleased work</h1>\n"}, "work after the release")
     config_path = Path(worker_env["NEPHELIOS_CONFIG"])
-    platform = {"domain": TEST_DOMAIN, "edge_network": EDGE_NETWORK, "http_port": edge}
-    apps = {app: {"repo": "acme/tool", "port": 8080, "releases": True, "git_url": str(repo.bare)}}
-    config_path.write_text(yaml.safe_dump({"platform": platform, "apps": apps}))
-    settings = Settings(
-        webhook_secret=SECRET,
-        queue_name=worker_env["NEPHELIOS_QUEUE"],
-        state_dir=tmp_path / "receiver",
+    write_config(config_path, edge, {app: app_entry(repo, repo="acme/tool", releases=True)})
+    queue = worker_env["NEPHELIOS_QUEUE"]
+    receiver = webhook_receiver(
+        config_path, redis_conn, SECRET, queue, state_dir=tmp_path / "receiver"
     )
-    receiver = TestClient(create_app(settings, load_config(config_path), redis_conn))
 
     body = encode(release_payload("acme/tool", "published", "1.0.0"))
     headers = delivery_headers(body, SECRET, event="release")

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import base64
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 
 from pipeline import git as gitops
 from pipeline.errors import FetchError
-from tests.support import GitRepo, push_tag
+from tests.support import GitRepo, http_server, push_tag
 
 TOKEN = "ghs_privateFetchToken0123456789"
 BACKEND = "/usr/lib/git-core/git-http-backend"
@@ -80,15 +79,8 @@ def git_server(root: Path, token: str) -> Iterator[str]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with http_server(Handler) as server:
         yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 @pytest.fixture

@@ -14,38 +14,20 @@ from typing import Any
 import docker
 import pytest
 import redis
-import yaml
 from starlette.testclient import TestClient
 
 from pipeline import appdata
-from pipeline.core.config import App, Config, Platform, load_config
+from pipeline.core.config import App, Config, Platform
 from pipeline.core.deployment import Deployment, new_deployment_id
 from pipeline.jobs import Context
 from pipeline.reporting import Reporter
 from pipeline.settings import Settings
 from pipeline.store import Store
-from tests.appmodel_support import deploy, remove_app, write_config
-from tests.conftest import EDGE_NETWORK, TEST_DOMAIN
-from tests.support import GitRepo, wait_until
-from webhooks.app import create_app
+from tests.appmodel_support import admin_client, app_entry, deploy, write_config
+from tests.support import GitRepo, remove_app, wait_until
 
 TOKEN = "runtime-fixes-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def admin_client(
-    tmp_path: Path, worker_env: dict[str, str], redis_conn: redis.Redis, edge: int
-) -> tuple[TestClient, Settings]:
-    config_path = Path(worker_env["NEPHELIOS_CONFIG"])
-    platform = {"domain": TEST_DOMAIN, "edge_network": EDGE_NETWORK, "http_port": edge}
-    config_path.write_text(yaml.safe_dump({"platform": platform, "apps": {}}))
-    settings = Settings(
-        config_path=config_path,
-        queue_name=worker_env["NEPHELIOS_QUEUE"],
-        state_dir=Path(worker_env["NEPHELIOS_STATE_DIR"]),
-        admin_token=TOKEN,
-    )
-    return TestClient(create_app(settings, load_config(config_path), redis_conn)), settings
 
 
 def record(client: TestClient, deployment_id: str) -> dict[str, Any]:
@@ -64,7 +46,7 @@ def test_remove_during_a_deploy_leaves_nothing_deployed(
     docker_client: docker.DockerClient,
 ) -> None:
     app = cleanup_stack
-    client, _ = admin_client(tmp_path, worker_env, redis_conn, edge)
+    client, _ = admin_client(worker_env, redis_conn, edge, TOKEN)
     repo = GitRepo(tmp_path / "github")
     repo.commit({"index.html": "<h1>v1</h1>\n"}, "v1")
     body = {"app_name": app, "app_type": "static", "github_url": str(repo.bare), "port": 8080}
@@ -96,7 +78,7 @@ def test_remove_fails_the_queued_deployments_of_the_app(
     docker_client: docker.DockerClient,
 ) -> None:
     app = cleanup_stack  # no worker runs: the deployment stays queued until remove
-    client, _ = admin_client(tmp_path, worker_env, redis_conn, edge)
+    client, _ = admin_client(worker_env, redis_conn, edge, TOKEN)
     repo = GitRepo(tmp_path / "github")
     repo.commit({"index.html": "<h1>v1</h1>\n"}, "v1")
     secret = docker_client.secrets.create(
@@ -131,7 +113,7 @@ def test_deploying_an_app_scaled_to_zero_succeeds_without_waiting_for_an_update(
     docker_client: docker.DockerClient,
 ) -> None:
     app = cleanup_stack
-    client, _ = admin_client(tmp_path, worker_env, redis_conn, edge)
+    client, _ = admin_client(worker_env, redis_conn, edge, TOKEN)
     repo = GitRepo(tmp_path / "github")
     repo.commit({"index.html": "<h1>v1</h1>\n"}, "v1")
     body = {"app_name": app, "app_type": "static", "github_url": str(repo.bare), "port": 8080}
@@ -194,12 +176,8 @@ def test_a_failed_first_stack_deploy_leaves_no_half_made_stack(
     app = (app_name + "x" * 50)[:50]
     repo = GitRepo(tmp_path / "github")
     commit = repo.commit({"index.html": "v1\n"})
-    entry = {
-        "repo": "acme/site",
-        "port": 8080,
-        "git_url": str(repo.bare),
-        "processes": {"zz-long-process-name": {"command": ["httpd", "-f", "-p", "8081"]}},
-    }
+    long_name = {"zz-long-process-name": {"command": ["httpd", "-f", "-p", "8081"]}}
+    entry = app_entry(repo, processes=long_name)
     write_config(Path(worker_env["NEPHELIOS_CONFIG"]), edge, {app: entry})
     try:
         done = deploy(redis_conn, worker_env, app, commit)

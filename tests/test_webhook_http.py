@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from starlette.testclient import TestClient
 from pipeline.core.config import parse_config
 from pipeline.settings import Settings
 from pipeline.store import Store
-from tests.support import delivery_headers, encode, push_payload
+from tests.support import delivery_headers, encode, push_payload, redelivered
 from webhooks.app import connect_redis, create_app
 
 SECRET = "test-webhook-secret"
@@ -75,10 +76,7 @@ def test_ping_is_answered(client: TestClient) -> None:
 def test_redelivery_is_a_duplicate(
     client: TestClient, redis_conn: redis.Redis, queue_name: str
 ) -> None:
-    first = post(client, push_payload("acme/site", SHA), delivery="same-id")
-    again = post(client, push_payload("acme/site", SHA), delivery="same-id")
-    assert first.status_code == 202
-    assert again.status_code == 200 and again.json()["duplicate"] is True
+    redelivered(partial(post, client, push_payload("acme/site", SHA), delivery="same-id"))
     assert Queue(queue_name, connection=redis_conn).count == 1
 
 

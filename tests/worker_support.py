@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,15 +20,20 @@ from typing import Any
 
 import redis
 import yaml
-from starlette.testclient import TestClient
 
-from pipeline.core.config import load_config
 from pipeline.core.deployment import Deployment
-from pipeline.settings import Settings
 from pipeline.store import Store
-from tests.conftest import EDGE_NETWORK, TEST_DOMAIN
-from tests.support import GitRepo, delivery_headers, encode, push_payload, wait_until
-from webhooks.app import create_app
+from tests.appmodel_support import app_entry, write_config
+from tests.conftest import TEST_DOMAIN
+from tests.support import (
+    GitRepo,
+    delivery_headers,
+    encode,
+    http_server,
+    push_payload,
+    wait_until,
+    webhook_receiver,
+)
 
 SECRET = "worker-test-secret"
 
@@ -73,15 +77,8 @@ def fake_github() -> Iterator[FakeGitHub]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with http_server(Handler) as server:
         yield FakeGitHub(server, seen)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 class Workers:
@@ -149,21 +146,12 @@ class Site:
         self.configure()
 
     def configure(self, keep_images: int = 3, registry: str | None = None, **app: Any) -> None:
-        entry = {"repo": "acme/site", "port": 8080, "git_url": str(self.repo.bare), **app}
-        platform: dict[str, Any] = {
-            "domain": TEST_DOMAIN,
-            "edge_network": EDGE_NETWORK,
-            "http_port": self.edge_port,
-            "keep_images": keep_images,
-        }
+        platform: dict[str, Any] = {"keep_images": keep_images}
         if registry:
             platform["registry"] = registry
-        self.config_path.write_text(
-            yaml.safe_dump({"platform": platform, "apps": {self.name: entry}})
-        )
-        settings = Settings(webhook_secret=SECRET, queue_name=self.queue_name)
-        app_obj = create_app(settings, load_config(self.config_path), self.connection)
-        self.receiver = TestClient(app_obj)
+        entry = app_entry(self.repo, **app)
+        write_config(self.config_path, self.edge_port, {self.name: entry}, **platform)
+        self.receiver = webhook_receiver(self.config_path, self.connection, SECRET, self.queue_name)
 
     def push(self, commit: str) -> str:
         """Deliver a signed push of `commit`; return the deployment id."""
