@@ -27,8 +27,11 @@ TOKEN = "cli-test-token"
 
 def free_port() -> int:
     fixed = os.environ.get("NEPHELIOS_TEST_ADMIN_PORT")
-    if fixed:
-        return int(fixed)
+    return int(fixed) if fixed else unused_port()
+
+
+def unused_port() -> int:
+    """A port nothing listens on (the OS's pick; not the fixed admin port, which is in use)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -87,7 +90,7 @@ def test_exit_statuses_and_json(serve: str, capsys: pytest.CaptureFixture[str]) 
     assert main(["apps"]) == 1
     assert "401: wrong admin token" in capsys.readouterr().err
 
-    assert main(["apps", "--url", f"http://127.0.0.1:{free_port()}"]) == 3
+    assert main(["apps", "--url", f"http://127.0.0.1:{unused_port()}"]) == 3
     assert "cannot reach" in capsys.readouterr().err
 
 
