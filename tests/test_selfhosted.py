@@ -184,3 +184,24 @@ def test_the_self_hosted_stack_takes_a_signed_push_to_live(
     result = wait_until(finished, 180, "the deployment to finish")
     assert result == "succeeded", self_hosted.worker_log()
     wait_until(lambda: "<h1>self-hosted</h1>" in fetch(edge, host), 30, f"{host} to serve")
+
+
+def test_the_github_token_override_reaches_only_the_workers(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "NEPHELIOS_CONFIG_DIR": str(tmp_path),
+        "NEPHELIOS_DOMAIN": "deploy.test",
+        "NEPHELIOS_GITHUB_TOKEN_NAME": "token-of-this-test",
+    }
+    files = ["nephelios-stack.yml", "nephelios-github.yml"]
+    argv = ["docker", "stack", "config", *(arg for f in files for arg in ("-c", f"deploy/{f}"))]
+    merged = yaml.safe_load(
+        subprocess.run(argv, cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
+    )
+    worker, receiver = merged["services"]["worker"], merged["services"]["receiver"]
+    assert worker["environment"]["NEPHELIOS_GITHUB_TOKEN_FILE"] == "/run/secrets/github_token"
+    assert [s["source"] for s in worker["secrets"]] == ["github_token"]
+    assert merged["secrets"]["github_token"] == {"external": True, "name": "token-of-this-test"}
+    # The receivers make no outgoing call: they are not given the token.
+    assert "NEPHELIOS_GITHUB_TOKEN_FILE" not in receiver["environment"]
+    assert "github_token" not in str(receiver.get("secrets", []))
