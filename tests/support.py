@@ -325,19 +325,26 @@ def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[ThreadingHTTP
         thread.join()
 
 
-def remove_app(client: docker.DockerClient, app: str) -> None:
-    """Remove everything a test app made: stack, containers, images, volumes, secrets."""
-    engine.stack_rm(app)
-    in_stack = {"label": f"com.docker.stack.namespace={app}"}
+def remove_stack(client: docker.DockerClient, stack: str, timeout_s: float = 60) -> dict[str, str]:
+    """`docker stack rm` and wait until its services and containers are gone; the stack's
+    label filter, for what is left to remove (volumes, networks)."""
+    engine.stack_rm(stack)
+    in_stack = {"label": f"com.docker.stack.namespace={stack}"}
     wait_until(
         lambda: (
             not client.api.services(filters=in_stack)
             and not client.api.containers(all=True, filters=in_stack)
         ),
-        60,
-        f"stack {app} and its containers to go",
+        timeout_s,
+        f"stack {stack} and its containers to go",
     )
-    for image in client.images.list(filters={"label": f"{engine.APP_LABEL}={app}"}):
+    return in_stack
+
+
+def remove_app(client: docker.DockerClient, app: str) -> None:
+    """Remove everything a test app made: stack, containers, images, volumes, secrets."""
+    in_stack = remove_stack(client, app)
+    for image in engine.app_images(client, app):
         client.images.remove(image.id, force=True)
     for volume in client.volumes.list(filters=in_stack):
         volume.remove(force=True)

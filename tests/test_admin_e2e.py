@@ -87,19 +87,18 @@ def test_create_scale_redeploy_rollback_remove(
     live = client.get(f"/apps/{app}", headers=AUTH).json()["live"]
     assert (live["commit"], live["replicas"]["desired"]) == (v2, 2)  # the scale survived
 
-    mine = {"label": f"{engine.APP_LABEL}={app}"}
-    images_before = {i.id for i in docker_client.images.list(filters=mine)}
+    images_before = {i.id for i in engine.app_images(docker_client, app)}
     record = succeeded(client, client.post(f"/apps/{app}/rollback", headers=AUTH))
     assert record["image"] == f"{app}:{v1[:12]}"
     assert not any("Step" in line for line in record["log"])  # no build ran
     wait_until(lambda: "<h1>v1</h1>" in fetch(edge, host), 60, f"{host} to serve v1 again")
-    assert {i.id for i in docker_client.images.list(filters=mine)} == images_before
+    assert {i.id for i in engine.app_images(docker_client, app)} == images_before
 
     removed = client.post("/remove", json={"app_name": app}, headers=AUTH)
     assert removed.status_code == 200, removed.text
     in_stack = {"label": f"com.docker.stack.namespace={app}"}
     assert docker_client.api.services(filters=in_stack) == []
     assert docker_client.networks.list(filters=in_stack) == []
-    assert docker_client.images.list(filters=mine) == []
+    assert engine.app_images(docker_client, app) == []
     assert client.get(f"/apps/{app}", headers=AUTH).status_code == 404
     assert app not in settings.apps_file.read_text()

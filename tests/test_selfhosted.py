@@ -21,9 +21,15 @@ import docker
 import pytest
 import yaml
 
-from pipeline import engine
 from tests.conftest import EDGE_NETWORK, TEST_DOMAIN
-from tests.support import GitRepo, delivery_headers, encode, push_payload, wait_until
+from tests.support import (
+    GitRepo,
+    delivery_headers,
+    encode,
+    push_payload,
+    remove_stack,
+    wait_until,
+)
 from tests.test_e2e import fetch
 from tests.test_ops import samples
 
@@ -104,16 +110,7 @@ class SelfHosted:
 
     def remove(self, client: docker.DockerClient) -> None:
         """Everything the stack made; secrets and image only once no service holds them."""
-        engine.stack_rm(self.name)
-        in_stack = {"label": f"com.docker.stack.namespace={self.name}"}
-        wait_until(
-            lambda: (
-                not client.api.services(filters=in_stack)
-                and not client.api.containers(all=True, filters=in_stack)
-            ),
-            90,
-            f"the {self.name} services and containers to go",
-        )
+        in_stack = remove_stack(client, self.name, timeout_s=90)
         for volume in client.volumes.list(filters=in_stack):
             volume.remove(force=True)
         for secret in client.secrets.list():
