@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import docker
 import git
@@ -414,7 +415,12 @@ def go_live(ctx: Context, tag: str) -> None:
     """Deploy `tag` as the app's stack, confirm the rollout, then prune (deploy and rollback)."""
     app, platform, deployment = ctx.app, ctx.config.platform, ctx.deployment
     service_name = f"{app.name}_{STACK_SERVICE}"
-    before = engine.inspect_service(ctx.engine, service_name)
+    # Every service of the stack as it was, web first: each rollout is judged against it.
+    befores = {
+        name: engine.inspect_service(ctx.engine, f"{app.name}_{name}")
+        for name in (STACK_SERVICE, *app.processes)
+    }
+    before = befores[STACK_SERVICE]
     replicas = desired_replicas(app.replicas, before)
     labels = {
         engine.APP_LABEL: app.name,
@@ -433,23 +439,36 @@ def go_live(ctx: Context, tag: str) -> None:
         deploy_stack(ctx, stack_file, first=before is None)
 
     with ctx.phase("rollout"):
-        progress = engine.watch_rollout(
-            ctx.engine,
-            service_name,
-            tag,
-            update_started_at(before),
-            before is not None,
-            ROLLOUT_TIMEOUT_S,
-        )
-    ctx.log(f"rollout: {progress.reason}")
-    if not progress.ok:
-        raise RolloutError(progress.reason)
+        confirm_rollout(ctx, tag, befores)
     ctx.move(states.SUCCEEDED)
 
     removed = prune(ctx, service_name, tag)
     removed += appdata.prune_secrets(ctx.engine, app.name, keep=set(secret_names.values()))
     if removed:
         ctx.log(f"pruned {', '.join(removed)}")
+
+
+def confirm_rollout(ctx: Context, tag: str, befores: dict[str, dict[str, Any] | None]) -> None:
+    """Watch each service of the stack (web, then the processes) until it runs `tag`.
+
+    They roll out side by side, so one deadline covers them all. A process that Swarm rolls
+    back fails the deployment too, naming the process: the web service may already serve
+    the new version, and the record must not say that all of it went live.
+    """
+    deadline = time.monotonic() + ROLLOUT_TIMEOUT_S
+    for name, before in befores.items():
+        progress = engine.watch_rollout(
+            ctx.engine,
+            f"{ctx.app.name}_{name}",
+            tag,
+            update_started_at(before),
+            before is not None,
+            max(deadline - time.monotonic(), 1.0),
+        )
+        what = "" if name == STACK_SERVICE else f"process {name}: "
+        ctx.log(f"rollout: {what}{progress.reason}")
+        if not progress.ok:
+            raise RolloutError(f"{what}{progress.reason}")
 
 
 def prune(ctx: Context, service_name: str, tag: str) -> list[str]:

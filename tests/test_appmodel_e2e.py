@@ -131,6 +131,35 @@ def test_a_version_that_never_gets_healthy_is_rolled_back(
     assert image.split("@")[0] == f"{app}:{good[:12]}"
 
 
+def test_a_process_that_swarm_rolls_back_fails_the_deployment(
+    tmp_path: Path,
+    edge: int,
+    redis_conn: redis.Redis,
+    worker: subprocess.Popen[bytes],
+    worker_env: dict[str, str],
+    new_app: Callable[[], str],
+    docker_client: docker.DockerClient,
+) -> None:
+    app = new_app()
+    repo = GitRepo(tmp_path / "github")
+    config_path = Path(worker_env["NEPHELIOS_CONFIG"])
+    processes = {"worker": {"command": "exec sleep 1d"}}
+    write_config(config_path, edge, {app: app_entry(repo, processes=processes)})
+    first = repo.commit({"index.html": "v1\n"})
+    assert deploy(redis_conn, worker_env, app, first).status == "succeeded"
+
+    crashing = {"worker": {"command": "echo cannot start >&2; exit 3"}}
+    write_config(config_path, edge, {app: app_entry(repo, processes=crashing)})
+    second = repo.commit({"index.html": "v2\n"}, "the worker now crashes")
+    failed = deploy(redis_conn, worker_env, app, second)
+
+    # The web service took v2, but the record says the deployment as a whole did not.
+    assert failed.status == "failed"
+    assert failed.error.startswith("process worker: "), failed.error
+    spec = service_spec(docker_client, f"{app}_worker")["TaskTemplate"]["ContainerSpec"]
+    assert spec["Image"].split("@")[0] == f"{app}:{first[:12]}"  # Swarm put it back
+
+
 def test_processes_volumes_secrets_and_build_options(
     tmp_path: Path,
     edge: int,
