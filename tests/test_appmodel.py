@@ -59,6 +59,10 @@ def labels(**keys: Any) -> dict[str, str]:
         ({"processes": {"web": {"command": "x"}}}, "apps.a.processes.web"),
         ({"processes": {"worker": {}}}, "apps.a.processes.worker.command"),
         (
+            {"processes": {"worker": {"command": "x", "health": {"path": "/h"}}}},
+            "apps.a.processes.worker.health.path",
+        ),
+        (
             {"processes": {"worker": {"command": "x", "replica": 2}}},
             "apps.a.processes.worker.replica",
         ),
@@ -192,6 +196,21 @@ def test_processes_share_the_image_and_are_not_routed() -> None:
     assert worker["deploy"]["replicas"] == 3
     assert worker["healthcheck"] == {"disable": True}
     assert not [k for k in worker["deploy"]["labels"] if k.startswith("traefik")]
+
+
+def test_a_process_may_have_a_health_command_of_its_own() -> None:
+    health = {"command": "test -f /tmp/alive", "interval_s": 2, "retries": 5}
+    processes = {"worker": {"command": "run", "health": health}, "beat": {"command": "b"}}
+    services = stack(processes=processes)["services"]
+    assert services["worker"]["healthcheck"] == {
+        "test": ["CMD", "/bin/sh", "-c", "test -f /tmp/alive"],
+        "interval": "2s",
+        "timeout": "3s",
+        "retries": 5,
+        "start_period": "10s",
+    }
+    assert services["beat"]["healthcheck"] == {"disable": True}
+    assert "healthcheck" not in services["web"]  # the image's own applies to web
 
 
 def test_volumes_make_the_rollout_stop_first() -> None:

@@ -143,10 +143,13 @@ def test_a_process_that_swarm_rolls_back_fails_the_deployment(
     app = new_app()
     repo = GitRepo(tmp_path / "github")
     config_path = Path(worker_env["NEPHELIOS_CONFIG"])
-    processes = {"worker": {"command": "exec sleep 1d"}}
+    alive = {"command": "test -f /tmp/alive", "interval_s": 1, "start_period_s": 0}
+    processes = {"worker": {"command": "touch /tmp/alive; exec sleep 1d", "health": alive}}
     write_config(config_path, edge, {app: app_entry(repo, processes=processes)})
     first = repo.commit({"index.html": "v1\n"})
     assert deploy(redis_conn, worker_env, app, first).status == "succeeded"
+    check = service_spec(docker_client, f"{app}_worker")["TaskTemplate"]["ContainerSpec"]
+    assert check["Healthcheck"]["Test"] == ["CMD", "/bin/sh", "-c", "test -f /tmp/alive"]
 
     crashing = {"worker": {"command": "echo cannot start >&2; exit 3"}}
     write_config(config_path, edge, {app: app_entry(repo, processes=crashing)})

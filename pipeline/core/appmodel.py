@@ -52,7 +52,7 @@ MODEL_KEYS = {
 }
 HEALTH_KEYS = {"path", "command", "interval_s", "timeout_s", "retries", "start_period_s"}
 RESOURCE_KEYS = {"cpus", "memory", "reserve_cpus", "reserve_memory"}
-PROCESS_KEYS = {"command", "replicas"}
+PROCESS_KEYS = {"command", "replicas", "health"}
 SECRET_KEYS = {"env"}
 BUILD_KEYS = {"context", "dockerfile", "target", "args"}
 # The cap on replicas when NEPHELIOS_MAX_REPLICAS is not set; the same cap applies to
@@ -103,6 +103,8 @@ class Process:
 
     command: tuple[str, ...]
     replicas: int = 1
+    # A command only: a process serves no routed port that a path could be asked on.
+    health: Health | None = None
 
 
 @dataclass(frozen=True)
@@ -293,9 +295,18 @@ def _processes(source: str, key: str, value: object, max_replicas: int) -> dict[
         assert isinstance(spec, dict)
         if spec.get("command") is None:
             raise ConfigError(source, f"{where}.command", None, "is required")
+        health = _health(source, f"{where}.health", spec.get("health"))
+        if health is not None and health.path is not None:
+            raise ConfigError(
+                source,
+                f"{where}.health.path",
+                health.path,
+                "a process is not routed; give a command",
+            )
         processes[name] = Process(
             command=_command(source, f"{where}.command", spec["command"]),
             replicas=replicas(source, f"{where}.replicas", spec.get("replicas", 1), max_replicas),
+            health=health,
         )
     return processes
 

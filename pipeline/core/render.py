@@ -16,7 +16,7 @@ from pathlib import Path
 
 import jinja2
 
-from pipeline.core.appmodel import Process
+from pipeline.core.appmodel import Health, Process
 from pipeline.core.config import App, Platform
 from pipeline.errors import DeployError
 
@@ -77,13 +77,13 @@ def traefik_rule(domains: tuple[str, ...], path_prefixes: tuple[str, ...] = ()) 
     return f"({hosts}) && ({paths})"
 
 
-def health_test(app: App) -> list[str]:
-    """The healthcheck command for the app's `health`; [] leaves the image's own."""
-    if app.health is None:
+def health_test(health: Health | None, port: int) -> list[str]:
+    """The healthcheck command for a `health` entry; [] when there is none."""
+    if health is None:
         return []
-    if app.health.command:
-        return ["CMD", *app.health.command]
-    url = f"http://127.0.0.1:{app.port}{app.health.path}"
+    if health.command:
+        return ["CMD", *health.command]
+    url = f"http://127.0.0.1:{port}{health.path}"
     # Images differ in what they carry: busybox has wget, Debian slim images python3 or
     # node. The first probe that exists decides; a failing probe falls through to missing
     # ones, which fail too. The path is validated to plain URL characters.
@@ -155,7 +155,10 @@ def render_stack(
         secret_names=dict(secret_names or {}),
         secret_script=secret_script(app),
         commands=service_commands(app, image_entrypoint, image_cmd),
-        health_test=health_test(app),
+        health_test=health_test(app.health, app.port),
+        process_health={
+            name: health_test(process.health, app.port) for name, process in app.processes.items()
+        },
         redirect_port=platform.https_port if platform.https_port != 443 else None,
     )
 
