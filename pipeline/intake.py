@@ -28,7 +28,7 @@ from pipeline.store import Store
 log = logging.getLogger(__name__)
 
 ALREADY_QUEUED = "this commit was already queued or deployed for this app"
-TAG_ALREADY_QUEUED = "this tag was already queued or deployed for this app"
+TAG_ALREADY_QUEUED = "this release was already queued or deployed for this app"
 
 
 def record(
@@ -78,22 +78,30 @@ def _act(
     app = config.apps[decision.app]
     trigger = f"delivery:{delivery.delivery_id}"
     # A release carries no commit: its deployment is queued with the tag alone (see above).
-    outcome = queue_commit(connection, settings, app, decision.commit or "", decision.ref, trigger)
+    outcome = queue_commit(
+        connection, settings, app, decision.commit or "", decision.ref, trigger, decision.claim
+    )
     if outcome["status"] == "queued":
         outcome["reason"] = decision.reason
     return outcome
 
 
 def queue_commit(
-    connection: redis.Redis, settings: Settings, app: App, commit: str, ref: str, trigger: str
+    connection: redis.Redis,
+    settings: Settings,
+    app: App,
+    commit: str,
+    ref: str,
+    trigger: str,
+    claim: str | None = None,
 ) -> dict[str, Any]:
     """Claim (app, commit) and enqueue its deployment; a second claim queues nothing.
 
-    With `commit` empty (a release), the claim is on the tag `ref` and the deploy job
-    resolves the commit.
+    With `commit` empty (a release), the claim is `claim` (the release and its tag) and the
+    deploy job resolves the commit, claiming that in turn.
     """
     store = Store(connection)
-    work = commit or ref
+    work = commit or claim or ref
     # The id is chosen before the claim so that the claim names it from the start: two
     # round trips in all on this hot path (the claim, then one MULTI for the enqueue).
     deployment_id = new_deployment_id()

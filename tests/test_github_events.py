@@ -180,10 +180,26 @@ def test_releases_that_deploy_nothing(
     assert not queued and reason in why
 
 
-@pytest.mark.parametrize("tag", ["--upload-pack=x", "a..b", "", "v1;rm"])
-def test_release_with_an_unusable_tag_name_is_refused(tag: str) -> None:
+@pytest.mark.parametrize("tag", ["--upload-pack=x", "a..b", "v1;rm", "v1\n", "tü", "a b"])
+def test_a_release_of_an_unusable_tag_name_deploys_nothing(tag: str) -> None:
+    # Ignored with the reason, not refused: the same delivery may concern other apps.
+    queued, why = release_decisions(release_payload("acme/tool", "published", tag))["tool"]
+    assert not queued and "is not a tag name that can be deployed" in why
+
+
+def test_a_release_without_a_tag_name_is_refused() -> None:
     with pytest.raises(WebhookError):
-        release_decisions(release_payload("acme/tool", "published", tag))
+        release_decisions(release_payload("acme/tool", "published", ""))
+
+
+def test_a_new_release_of_a_moved_tag_is_not_a_repeat_of_the_old_one() -> None:
+    headers = {"x-github-event": "release", "x-github-delivery": "d-3"}
+    claims = set()
+    for release_id in (1, 2):
+        payload = release_payload("acme/tool", "published", "1.0", release_id=release_id)
+        release = Release.from_delivery(Delivery.from_request(headers, encode(payload)))
+        claims.add(plan_release(release, RELEASE_APPS)[0].claim)
+    assert claims == {"refs/tags/1.0@release:1", "refs/tags/1.0@release:2"}
 
 
 def test_the_placeholder_repository_of_a_local_app_never_matches_a_push() -> None:

@@ -35,11 +35,11 @@ CREATE_KEYS = (
 # Body key -> nephelios.yml key, for the keys whose names differ.
 YAML_KEYS = {"app_type": "type"}
 GITHUB_HTTPS_RE = re.compile(
-    r"^https://github\.com/(?P<repo>[A-Za-z0-9-]{1,39}/[A-Za-z0-9._-]{1,100}?)(?:\.git)?/?$"
+    r"^https://github\.com/(?P<repo>[A-Za-z0-9-]{1,39}/[A-Za-z0-9._-]{1,100}?)(?:\.git)?/?\Z"
 )
 # One branch or tag name (no glob: its head is resolved), within git's ref-name rules.
 REF_NAME_RE = re.compile(
-    r"^(?![-/.])(?!.*\.\.)(?!.*//)(?!.*\.lock$)[A-Za-z0-9._/-]{1,200}(?<![/.])$"
+    r"^(?![-/.])(?!.*\.\.)(?!.*//)(?!.*\.lock$)[A-Za-z0-9._/-]{1,200}(?<![/.])\Z"
 )
 APP_NAME_RULE = (
     "an app name is 1-50 lowercase letters, digits or '-', not starting or ending with '-' "

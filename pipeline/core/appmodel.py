@@ -19,20 +19,20 @@ from pipeline.errors import ConfigError
 
 # Path prefixes go into a Traefik rule between backticks and into a shell-free healthcheck
 # URL, so they are held to plain URL path characters.
-PATH_RE = re.compile(r"^/[A-Za-z0-9._~%/-]*$")
-MEMORY_RE = re.compile(r"^[0-9]+(?:\.[0-9]+)?[bkmgBKMG]?$")
+PATH_RE = re.compile(r"^/[A-Za-z0-9._~%/-]*\Z")
+MEMORY_RE = re.compile(r"^[0-9]+(?:\.[0-9]+)?[bkmgBKMG]?\Z")
 # node.role == manager, node.labels.disk != hdd, engine.labels.x == y
-CONSTRAINT_RE = re.compile(r"^[A-Za-z0-9_.-]+ *(?:==|!=) *[A-Za-z0-9_.:/-]+$")
-PROCESS_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,20}[a-z0-9])?$")
+CONSTRAINT_RE = re.compile(r"^[A-Za-z0-9_.-]+ *(?:==|!=) *[A-Za-z0-9_.:/-]+\Z")
+PROCESS_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,20}[a-z0-9])?\Z")
 # A mount target: absolute, printable, no ':' (the compose short syntax's separator).
 VOLUME_TARGET_RE = re.compile(r"/[^\x00-\x1f\x7f:]*")
 SYSTEM_DIRS = ("/proc", "/sys", "/dev", "/etc", "/bin", "/sbin", "/lib", "/usr")
-VOLUME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,30}[a-z0-9])?$")
-SECRET_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+VOLUME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,30}[a-z0-9])?\Z")
+SECRET_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 # A build context or Dockerfile path inside the repository: relative, no '..'.
-REPO_PATH_RE = re.compile(r"^(?!/)(?!.*(?:^|/)\.\.(?:/|$))[A-Za-z0-9._/-]+$")
-STAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-BUILD_ARG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+REPO_PATH_RE = re.compile(r"^(?!/)(?!.*(?:^|/)\.\.(?:/|$))[A-Za-z0-9._/-]+\Z")
+STAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+BUILD_ARG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 MODEL_KEYS = {
     "path_prefixes",
@@ -365,7 +365,7 @@ def _shell_line(source: str, key: str, value: object) -> str | None:
 def _workdir(source: str, key: str, value: object) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not re.match(r"^/[A-Za-z0-9._/-]*$", value):
+    if not isinstance(value, str) or not re.match(r"^/[A-Za-z0-9._/-]*\Z", value):
         raise ConfigError(source, key, value, "expected an absolute path")
     return value
 
@@ -419,7 +419,7 @@ TLS_KEYS = {"email", "storage", "challenge", "staging", "ca_server"}
 TLS_CHALLENGES = ("http", "tls")
 LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
 
 
 @dataclass(frozen=True)
@@ -448,7 +448,7 @@ def parse_tls(source: str, key: str, value: object) -> TLS | None:
     if not isinstance(email, str) or not EMAIL_RE.match(email):
         raise ConfigError(source, f"{key}.email", email, "expected the ACME account's email")
     storage = value.get("storage", TLS.storage)
-    if not isinstance(storage, str) or not re.match(r"^/[A-Za-z0-9._/-]+\.json$", storage):
+    if not isinstance(storage, str) or not re.match(r"^/[A-Za-z0-9._/-]+\.json\Z", storage):
         raise ConfigError(source, f"{key}.storage", storage, "expected an absolute .json path")
     challenge = value.get("challenge", "http")
     if challenge not in TLS_CHALLENGES:

@@ -43,15 +43,15 @@ DEFAULT_BASE_IMAGES = {
 
 # An app name becomes a DNS label, a Swarm stack name (so `<name>_web` must stay a valid
 # service name) and a Traefik router name; the intersection is a short lowercase label.
-APP_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$")
-REPO_RE = re.compile(r"^[A-Za-z0-9-]{1,39}/[A-Za-z0-9._-]{1,100}$")
+APP_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?\Z")
+REPO_RE = re.compile(r"^[A-Za-z0-9-]{1,39}/[A-Za-z0-9._-]{1,100}\Z")
 DOMAIN_RE = re.compile(
-    r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+    r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z"
 )
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 # Branch globs: git's own ref rules forbid these characters, so refusing them early keeps
 # nonsense out of refspecs.
-BRANCH_RE = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/*?\[\]-]{1,200}$")
+BRANCH_RE = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/*?\[\]-]{1,200}\Z")
 # Image references and registries, after Docker's reference grammar (distribution/reference):
 # they reach a generated Dockerfile's FROM line and the edge stack file, so a space, a newline
 # or a leading '-' must never get through.
@@ -319,7 +319,7 @@ def parse_app(
 # --- intake keys: which GitHub events deploy an app -------------------------------------
 # Tag names follow git's ref rules like branches; paths are repository-relative globs.
 TAG_RE = BRANCH_RE
-PATH_GLOB_RE = re.compile(r"^(?!/)(?!.*(?:^|/)\.\.(?:/|$))[^\x00-\x1f]{1,300}$")
+PATH_GLOB_RE = re.compile(r"^(?!/)(?!.*(?:^|/)\.\.(?:/|$))[^\x00-\x1f]{1,300}\Z")
 
 
 def parse_intake_keys(source: str, key: str, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -366,7 +366,7 @@ def _parse_platform(source: str, raw: object) -> Platform:
     network = _string(
         source, "platform.edge_network", raw.get("edge_network", defaults.edge_network)
     )
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", network):
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z", network):
         raise ConfigError(source, "platform.edge_network", network, "not a valid network name")
     base_images = dict(DEFAULT_BASE_IMAGES)
     raw_images = raw.get("base_images") or {}

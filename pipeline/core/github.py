@@ -28,10 +28,10 @@ from urllib.parse import parse_qs
 from pipeline.core.config import App
 from pipeline.errors import InvalidSignature, WebhookError
 
-SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+SHA_RE = re.compile(r"^[0-9a-f]{40}\Z")
 ZERO_SHA = "0" * 40
-DELIVERY_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,100}$")
-EVENT_RE = re.compile(r"^[a-z_]{1,64}$")
+DELIVERY_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,100}\Z")
+EVENT_RE = re.compile(r"^[a-z_]{1,64}\Z")
 # The markers GitHub Actions honours, plus the deploy-specific ones users ask for.
 SKIP_RE = re.compile(
     r"\[(?:skip[ -](?:ci|deploy|actions)|(?:ci|deploy|actions)[ -]skip|no[ -]ci|no[ -]deploy)\]",
@@ -216,7 +216,9 @@ class Decision:
     """What a delivery means for one app: queue `commit` of `ref`, or ignore with a reason.
 
     A release decision has `ref` (the tag) but no `commit`: GitHub does not send the tagged
-    commit, and resolving it is a git call that does not belong in the request.
+    commit, and resolving it is a git call that does not belong in the request. Its `claim`
+    names the release as well as the tag, so that the same release is queued once while a
+    new release of a moved (or first missing) tag is not refused as a repeat.
     """
 
     app: str
@@ -224,6 +226,7 @@ class Decision:
     reason: str
     commit: str | None = None
     ref: str | None = None
+    claim: str | None = None
 
 
 def _ignore(app: App, reason: str) -> Decision:
@@ -309,8 +312,6 @@ class Release:
             raise WebhookError("release payload lacks action or release.tag_name")
         if not isinstance(release_id, int) or isinstance(release_id, bool):
             raise WebhookError("release payload lacks a numeric release.id")
-        if not TAG_NAME_RE.match(tag):
-            raise WebhookError("release.tag_name is not a usable tag name")
         return cls(
             repository=delivery.repository,
             action=action,
@@ -322,7 +323,7 @@ class Release:
 
 
 # git's ref rules, narrowed: no leading '-', no '..', no control or shell-special characters.
-TAG_NAME_RE = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/+@-]{1,200}$")
+TAG_NAME_RE = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/+@-]{1,200}\Z")
 
 
 def plan_release(release: Release, apps: Iterable[App]) -> list[Decision]:
@@ -339,8 +340,12 @@ def _decide_release(release: Release, app: App) -> Decision:
         return _ignore(app, "the release is a draft")
     if release.prerelease:
         return _ignore(app, "the release is a prerelease; only full releases deploy")
+    if not TAG_NAME_RE.match(release.tag):
+        # Checked only here: a delivery that deploys nothing is not refused for its tag.
+        return _ignore(app, f"tag {release.tag[:80]!r} is not a tag name that can be deployed")
     ref = f"refs/tags/{release.tag}"
-    return Decision(app.name, queue=True, reason="queued", ref=ref)
+    claim = f"{ref}@release:{release.release_id}"
+    return Decision(app.name, queue=True, reason="queued", ref=ref, claim=claim)
 
 
 def plan_other(delivery: Delivery, apps: Iterable[App]) -> list[Decision]:
