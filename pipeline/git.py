@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import base64
 import io
+import ipaddress
 import logging
 import tarfile
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 import git
 
@@ -25,6 +27,12 @@ from pipeline.core.github import SHA_RE
 from pipeline.errors import FetchError
 
 log = logging.getLogger(__name__)
+
+# A remote that accepts and never answers must not hold a worker for the whole job timeout:
+# git itself gives up on a stalled HTTP transfer, and GitPython kills it after these bounds.
+FETCH_TIMEOUT_S = 600
+LS_REMOTE_TIMEOUT_S = 60
+STALLED_AFTER_S = 30
 
 
 def cache_repo(cache_dir: Path, app: str) -> git.Repo:
@@ -44,7 +52,14 @@ def fetch_commit(repo: git.Repo, url: str, commit: str, token: str = "") -> None
     if has_commit(repo, commit):
         return
     try:
-        repo.git.fetch("--no-tags", "--quiet", url, commit, env=fetch_env(url, token))
+        repo.git.fetch(
+            "--no-tags",
+            "--quiet",
+            url,
+            commit,
+            env=fetch_env(url, token),
+            kill_after_timeout=FETCH_TIMEOUT_S,
+        )
     except git.GitCommandError as exc:
         reason = _git_reason(exc)
         if token:
@@ -62,7 +77,15 @@ def tagged_commit(url: str, ref: str, token: str = "") -> str:
     if url.startswith("-") or not ref.startswith("refs/tags/") or ref.startswith("refs/tags/-"):
         raise FetchError(f"refusing to resolve {ref!r}")
     try:
-        listing = str(git.cmd.Git().ls_remote(url, ref, f"{ref}^{{}}", env=fetch_env(url, token)))
+        listing = str(
+            git.cmd.Git().ls_remote(
+                url,
+                ref,
+                f"{ref}^{{}}",
+                env=fetch_env(url, token),
+                kill_after_timeout=LS_REMOTE_TIMEOUT_S,
+            )
+        )
     except git.GitCommandError as exc:
         reason = _git_reason(exc)
         if token:
@@ -79,9 +102,16 @@ def tagged_commit(url: str, ref: str, token: str = "") -> str:
 
 
 def fetch_env(url: str, token: str) -> dict[str, str]:
-    """Environment for a fetch: never prompt; send the token only to this HTTPS URL."""
-    env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false"}
-    if token and url.startswith(("https://", "http://")):
+    """Environment for a fetch: never prompt; send the token only to this URL, over HTTPS
+    (plain HTTP only to this host's loopback, where a test or a local mirror listens)."""
+    env = {
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": "/bin/false",
+        # Below 1 KB/s for this long, an HTTP fetch is abandoned rather than left hanging.
+        "GIT_HTTP_LOW_SPEED_LIMIT": "1000",
+        "GIT_HTTP_LOW_SPEED_TIME": str(STALLED_AFTER_S),
+    }
+    if token and (url.startswith("https://") or _loopback_http(url)):
         # GitHub takes a token as the password of HTTP Basic auth, any user name.
         basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
         env.update(
@@ -92,6 +122,18 @@ def fetch_env(url: str, token: str) -> dict[str, str]:
             }
         )
     return env
+
+
+def _loopback_http(url: str) -> bool:
+    if not url.startswith("http://"):
+        return False
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def is_ancestor(repo: git.Repo, older: str, newer: str) -> bool:

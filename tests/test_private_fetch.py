@@ -8,7 +8,9 @@ repository.
 from __future__ import annotations
 
 import base64
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -133,3 +135,43 @@ def test_a_private_release_tag_is_resolved_with_the_token(
     with pytest.raises(FetchError) as refused:
         gitops.tagged_commit(url, "refs/tags/1.0.0", wrong)
     assert wrong not in str(refused.value)
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A loopback HTTP "server" that accepts connections and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/origin.git"
+    finally:
+        listener.close()
+
+
+def test_a_remote_that_never_answers_fails_the_fetch_in_bounded_time(
+    tmp_path: Path, silent_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gitops, "LS_REMOTE_TIMEOUT_S", 2)
+    monkeypatch.setattr(gitops, "FETCH_TIMEOUT_S", 2)
+    started = time.monotonic()
+    with pytest.raises(FetchError):
+        gitops.tagged_commit(silent_server, "refs/tags/1.0.0")
+    with pytest.raises(FetchError):
+        gitops.fetch_commit(gitops.cache_repo(tmp_path / "cache", "app"), silent_server, "a" * 40)
+    assert time.monotonic() - started < 30  # not the job timeout (minutes)
+
+
+@pytest.mark.parametrize(
+    ("url", "sent"),
+    [
+        ("https://github.com/acme/site.git", True),
+        ("http://127.0.0.1:8080/origin.git", True),
+        ("http://localhost/origin.git", True),
+        ("http://git.example.com/origin.git", False),  # in clear over the network: never
+        ("/srv/git/origin.git", False),
+    ],
+)
+def test_the_token_goes_only_over_https_or_to_loopback(url: str, sent: bool) -> None:
+    env = gitops.fetch_env(url, TOKEN)
+    assert ("GIT_CONFIG_VALUE_0" in env) == sent
