@@ -61,8 +61,9 @@ class Settings:
             state_dir=Path(state) if state else _default_state_dir(),
             queue_name=env.get("NEPHELIOS_QUEUE", QUEUE_NAME),
             webhook_secret=_secret(env, "NEPHELIOS_WEBHOOK_SECRET"),
-            admin_token=_secret(env, "NEPHELIOS_ADMIN_TOKEN"),
-            github_token=_secret(env, "NEPHELIOS_GITHUB_TOKEN"),
+            # Tokens travel in HTTP headers, which carry ASCII only.
+            admin_token=_secret(env, "NEPHELIOS_ADMIN_TOKEN", ascii_only=True),
+            github_token=_secret(env, "NEPHELIOS_GITHUB_TOKEN", ascii_only=True),
             github_api_url=env.get("NEPHELIOS_GITHUB_API_URL", GITHUB_API_URL),
             public_url=env.get("NEPHELIOS_PUBLIC_URL") or None,
             max_replicas=int(max_text),
@@ -109,15 +110,22 @@ def _redis_url(url: str) -> str:
     return url
 
 
-def _secret(env: dict[str, str], name: str) -> str:
+def _secret(env: dict[str, str], name: str, ascii_only: bool = False) -> str:
     """A secret from the environment, or from the file that `<name>_FILE` names."""
     file_name = f"{name}_FILE"
     value, path = env.get(name, ""), env.get(file_name, "")
     if value and path:
         raise ConfigError("environment", name, "<hidden>", f"{file_name} is set too; set one")
+    key, shown = (file_name, path) if path else (name, "<hidden>")
     if path:
-        return _without_control_characters(file_name, path, _secret_file(file_name, path))
-    return _without_control_characters(name, "<hidden>", value)
+        value = _secret_file(file_name, path)
+    value = _without_control_characters(key, shown, value)
+    # Each of these makes a secret that can never match what the other side sends.
+    if value != value.strip() or value.startswith("\ufeff"):
+        raise ConfigError("environment", key, shown, "has leading or trailing blanks or a BOM")
+    if ascii_only and not value.isascii():
+        raise ConfigError("environment", key, shown, "must be ASCII (it is sent in HTTP headers)")
+    return value
 
 
 def _without_control_characters(key: str, shown: str, value: str) -> str:

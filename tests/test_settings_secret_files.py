@@ -37,7 +37,7 @@ def refusal(environ: dict[str, str]) -> str:
 @names
 @pytest.mark.parametrize(
     ("content", "value"),
-    [(b"hunter2\n", "hunter2"), (b"hunter2", "hunter2"), (b"hunter 2\xc3\xa9\n", "hunter 2é")],
+    [(b"hunter2\n", "hunter2"), (b"hunter2", "hunter2"), (b"hunter 2\n", "hunter 2")],
 )
 def test_the_value_is_the_file_less_one_trailing_newline(
     tmp_path: Path, name: str, content: bytes, value: str
@@ -115,3 +115,23 @@ def test_a_refused_secret_does_not_chain_an_error_quoting_it(tmp_path: Path) -> 
         Settings.from_env({"NEPHELIOS_ADMIN_TOKEN_FILE": str(path)})
     assert caught.value.__cause__ is None
     assert caught.value.__suppress_context__
+
+
+@names
+@pytest.mark.parametrize("content", [b" hunter2\n", b"hunter2 \n", b"\xef\xbb\xbfhunter2\n"])
+def test_blanks_around_the_secret_or_a_bom_are_refused(
+    tmp_path: Path, name: str, content: bytes
+) -> None:
+    # Such a secret can never match what GitHub or a client sends; say so at start-up.
+    path = secret_file(tmp_path, content)
+    assert "leading or trailing blanks or a BOM" in refusal({f"{name}_FILE": str(path)})
+    assert "leading or trailing blanks" in refusal({name: content.decode().rstrip("\n")})
+
+
+def test_tokens_sent_in_http_headers_must_be_ascii(tmp_path: Path) -> None:
+    path = secret_file(tmp_path, "hunter2€\n".encode())
+    for name in ("NEPHELIOS_ADMIN_TOKEN", "NEPHELIOS_GITHUB_TOKEN"):
+        assert "must be ASCII" in refusal({f"{name}_FILE": str(path)})
+    # The webhook secret is only an HMAC key: any text GitHub was given works.
+    settings = Settings.from_env({"NEPHELIOS_WEBHOOK_SECRET_FILE": str(path)})
+    assert settings.webhook_secret == "hunter2€"
