@@ -38,7 +38,7 @@ from pipeline.core.ordering import Candidate, choose
 from pipeline.core.redact import hidden_values, redact
 from pipeline.core.render import STACK_SERVICE, render_dockerfile, render_stack
 from pipeline.core.rollout import CONFIG_REPLICAS_LABEL, desired_replicas, update_started_at
-from pipeline.errors import BuildError, DeployError, FetchError, RolloutError
+from pipeline.errors import BuildError, ConfigError, DeployError, FetchError, RolloutError
 from pipeline.queueing import LOCK_TTL_S, LockKeeper
 from pipeline.reporting import Reporter
 from pipeline.settings import Settings
@@ -140,16 +140,22 @@ def deploy(deployment_id: str) -> str:
     job = get_current_job()
     if job is None:
         raise RuntimeError("pipeline.jobs.deploy must run inside an RQ job")
-    settings = Settings.from_env()
     connection: redis.Redis = job.connection
     store = Store(connection)
     deployment = store.get(deployment_id)
     if deployment is None:
         log.error("deployment %s: no record; nothing to do", deployment_id)
         return "missing"
-    config = load_full_config(settings)  # nephelios.yml plus apps made by the admin API
-    app = config.apps.get(deployment.app)
     app_queue = AppQueue(connection, deployment.app)
+    try:
+        settings = Settings.from_env()  # read per job: secret files and config may change
+        config = load_full_config(settings)  # nephelios.yml plus apps made by the admin API
+    except ConfigError as exc:
+        # A secret file gone or nephelios.yml broken: say so on the deployments rather than
+        # crash every job and leave them queued while the reaper re-kicks them.
+        fail_waiting(store, app_queue, f"the worker cannot start the deploy: {exc}")
+        return "failed"
+    app = config.apps.get(deployment.app)
     reporter = Reporter.from_settings(settings)
     if app is not None:
         report_pending(store, reporter, app, deployment)
@@ -159,6 +165,23 @@ def deploy(deployment_id: str) -> str:
         return "waiting"
     final = store.get(deployment_id)
     return final.status if final is not None else "missing"
+
+
+def fail_waiting(store: Store, app_queue: AppQueue, reason: str) -> None:
+    """Fail everything waiting for the app (unless another worker holds it)."""
+    token = new_deployment_id()
+    claimed = app_queue.claim(token, LOCK_TTL_S)
+    try:
+        for deployment_id in claimed:
+            found = store.get(deployment_id)
+            if found is not None and not found.finished:
+                found.move(states.FAILED, reason)
+                store.save(found)
+                log.error("%s %s: %s", app_queue.app, deployment_id, reason)
+    finally:
+        forget_running(store.redis, *claimed)
+        if claimed:
+            app_queue.release(token)
 
 
 def hold_app(

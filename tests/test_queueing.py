@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import redis
-from rq import Queue
+from rq import Queue, SimpleWorker
 
 from pipeline import queueing
 from pipeline.core.config import App
@@ -121,3 +123,22 @@ def test_a_rollback_waits_its_turn_in_the_apps_queue(
     )
     jobs = Queue(queue_name, connection=redis_conn).jobs
     assert [(j.func_name, j.args) for j in jobs][-1] == ("pipeline.jobs.deploy", (back.id,))
+
+
+def test_a_worker_that_cannot_read_its_settings_fails_what_waits_with_the_reason(
+    redis_conn: redis.Redis, queue_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The GitHub token's file was removed after the worker started: every job reads settings.
+    monkeypatch.setenv("NEPHELIOS_GITHUB_TOKEN_FILE", str(tmp_path / "gone"))
+    first = enqueue(redis_conn, queue_name, "a" * 40)
+    second = enqueue(redis_conn, queue_name, "b" * 40)
+    queue = Queue(queue_name, connection=redis_conn)
+    SimpleWorker([queue], connection=redis_conn).work(burst=True)
+
+    for queued in (first, second):
+        record = Store(redis_conn).get(queued.id)
+        assert record is not None and record.status == "failed"
+        assert "NEPHELIOS_GITHUB_TOKEN_FILE: cannot read it" in record.error
+    app_queue = AppQueue(redis_conn, "web")
+    assert app_queue.waiting() == [] and app_queue.holder() is None
+    assert running(redis_conn) == {}
