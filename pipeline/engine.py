@@ -277,3 +277,11 @@ def has_healthcheck(engine: docker.DockerClient, tag: str) -> bool:
     config = engine.images.get(tag).attrs.get("Config") or {}
     test = (config.get("Healthcheck") or {}).get("Test") or []
     return bool(test) and test != ["NONE"]
+
+
+def has_image(engine: docker.DockerClient, tag: str) -> bool:
+    try:
+        engine.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return False
+    return True

@@ -419,6 +419,8 @@ def run(ctx: Context, repo: git.Repo) -> None:
     deployment = ctx.deployment
     if deployment.image:
         # A rollback (pipeline.rollback): the image was built before and is on the engine.
+        if not engine.has_image(ctx.engine, deployment.image):
+            raise DeployError(f"image {deployment.image} is no longer on the engine (pruned)")
         ctx.move(states.DEPLOYING)
         ctx.log(f"rolling back to {deployment.image}; no build")
         go_live(ctx, deployment.image)
@@ -502,13 +504,16 @@ def prune(ctx: Context, service_name: str, tag: str) -> list[str]:
     push, do not wait on the grace period when nothing needs it.
     """
     keep = ctx.config.platform.keep_images
-    removed = engine.prune_images(ctx.engine, ctx.app.name, keep, live={tag})
-    if not engine.images_beyond(ctx.engine, ctx.app.name, keep, live={tag}):
+    # Rollbacks waiting for the app go back to images chosen when they were asked for.
+    waiting = (ctx.store.get(i) for i in AppQueue(ctx.store.redis, ctx.app.name).waiting())
+    live = {tag} | {d.image for d in waiting if d is not None and d.image}
+    removed = engine.prune_images(ctx.engine, ctx.app.name, keep, live)
+    if not engine.images_beyond(ctx.engine, ctx.app.name, keep, live):
         return removed
     if not engine.wait_old_tasks_stopped(ctx.engine, service_name, OLD_TASKS_STOP_S):
         ctx.log("old tasks still stopping; their images are pruned on a later deploy")
         return removed
-    return removed + engine.prune_images(ctx.engine, ctx.app.name, keep, live={tag})
+    return removed + engine.prune_images(ctx.engine, ctx.app.name, keep, live)
 
 
 def deploy_stack(ctx: Context, stack_file: str, first: bool) -> None:

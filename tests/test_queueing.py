@@ -142,3 +142,27 @@ def test_a_worker_that_cannot_read_its_settings_fails_what_waits_with_the_reason
     app_queue = AppQueue(redis_conn, "web")
     assert app_queue.waiting() == [] and app_queue.holder() is None
     assert running(redis_conn) == {}
+
+
+@pytest.mark.docker
+def test_a_rollback_whose_image_was_pruned_meanwhile_fails_saying_so(
+    redis_conn: redis.Redis, queue_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "nephelios.yml"
+    config.write_text("apps:\n  web: {repo: acme/web}\n")
+    monkeypatch.setenv("NEPHELIOS_CONFIG", str(config))
+    monkeypatch.setenv("NEPHELIOS_STATE_DIR", str(tmp_path / "state"))
+    gone = Deployment(
+        id="e1",
+        app="web",
+        commit="9" * 40,
+        ref="refs/heads/main",
+        trigger="delivery:y",
+        image="web:pruned000000",  # the target chosen at request time, since pruned
+    )
+    back = enqueue_rollback(redis_conn, queue_name, APP, gone)
+    SimpleWorker([Queue(queue_name, connection=redis_conn)], connection=redis_conn).work(burst=True)
+
+    record = Store(redis_conn).get(back.id)
+    assert record is not None and record.status == "failed"
+    assert record.error == "image web:pruned000000 is no longer on the engine (pruned)"
