@@ -99,15 +99,20 @@ def exclusive(
     the next one from starting. Yields the ids of the queued deployments it failed.
     """
     app_queue = AppQueue(connection, app)
+    store = Store(connection)
     token = new_deployment_id()
     deadline = time.monotonic() + wait_s
+    # Fail what waits now: polling for the lock, the remover would otherwise lose it to the
+    # worker that the holder hands the waiting deployments over to (within milliseconds).
+    failed = fail_queued(store, app_queue.drain())
     while not app_queue.lock(token, LOCK_TTL_S):
         if time.monotonic() > deadline:
             raise Conflict(f"app {app!r} is still deploying after {wait_s:.0f}s; retry later")
+        failed += fail_queued(store, app_queue.drain())
         time.sleep(POLL_S)
     try:
         with LockKeeper(app_queue, token):
-            yield fail_queued(Store(connection), app_queue.drain())
+            yield failed + fail_queued(store, app_queue.drain())
     finally:
         app_queue.release(token)
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 import redis
 from rq import Queue, SimpleWorker
 
-from pipeline import queueing
+from pipeline import admin, queueing
 from pipeline.core.config import App
 from pipeline.core.deployment import Deployment
 from pipeline.rollback import enqueue_rollback
@@ -166,3 +167,32 @@ def test_a_rollback_whose_image_was_pruned_meanwhile_fails_saying_so(
     record = Store(redis_conn).get(back.id)
     assert record is not None and record.status == "failed"
     assert record.error == "image web:pruned000000 is no longer on the engine (pruned)"
+
+
+def test_removal_fails_what_waits_at_once_even_while_a_deploy_runs(
+    redis_conn: redis.Redis, queue_name: str
+) -> None:
+    deploying = enqueue(redis_conn, queue_name, "a" * 40)
+    app_queue = AppQueue(redis_conn, "web")
+    assert app_queue.claim("holder", 30) == [deploying.id]
+    waiting = enqueue(redis_conn, queue_name, "b" * 40)
+    result: dict[str, list[str]] = {}
+
+    def remove() -> None:
+        with admin.exclusive(redis_conn, "web", wait_s=20) as failed:
+            result["failed"] = failed
+
+    remover = threading.Thread(target=remove)
+    remover.start()
+    store = Store(redis_conn)
+    wait_until(lambda: status(store, waiting.id) == "failed", 5, "the waiting one to fail")
+    # Nothing is left for the holder to hand over to another worker while removal waits.
+    assert remover.is_alive() and app_queue.waiting() == []
+    app_queue.release("holder")
+    remover.join(20)
+    assert result["failed"] == [waiting.id]
+
+
+def status(store: Store, deployment_id: str) -> str | None:
+    found = store.get(deployment_id)
+    return found.status if found is not None else None
