@@ -144,6 +144,7 @@ def test_up_keeps_queued_work_across_a_restart_and_stops_cleanly(
         assert first.stop(signal.SIGTERM) == 0
     finally:
         first.process.kill()
+        first.process.wait()
     assert first.status("/health") == 0, "the receiver still answers after SIGTERM"
     assert not redis_server.answers(redis.Redis.from_url(redis_url)), "Redis still answers"
     assert (tmp_path / "state" / "redis" / "appendonlydir").is_dir()
@@ -156,10 +157,17 @@ def test_up_keeps_queued_work_across_a_restart_and_stops_cleanly(
         done = wait_until(lambda: finished(store, deployment_id), 60, "the queued deployment")
         assert done.status == FAILED and "fetch" in done.error.lower(), done.error
         queue = Queue(QUEUE_NAME, connection=connection)
-        assert queue.count == 0 and queue.started_job_registry.count == 0
+        # The worker's first sweep may have kicked the app again (its deployment waited with
+        # nobody on it); that job finds nothing left to do and the queue drains.
+        wait_until(
+            lambda: queue.count == 0 and queue.started_job_registry.count == 0,
+            30,
+            "the queue to drain",
+        )
         assert second.stop(signal.SIGINT) == 0
     finally:
         second.process.kill()
+        second.process.wait()
     output = log_path.read_text()
     assert output.count("SIG") == 2 and output.count("\nstopped") == 2, output
     assert "Traceback" not in output, output
@@ -297,6 +305,7 @@ def test_sigterm_drains_a_busy_worker_within_the_bound(
         took_s = time.monotonic() - started_at
     finally:
         running.process.kill()
+        running.process.wait()
         git_server.close()
 
     queue = Queue(queue_name, connection=redis_conn)
