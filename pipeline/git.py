@@ -61,10 +61,7 @@ def fetch_commit(repo: git.Repo, url: str, commit: str, token: str = "") -> None
             kill_after_timeout=FETCH_TIMEOUT_S,
         )
     except git.GitCommandError as exc:
-        reason = _git_reason(exc)
-        if token:
-            reason = reason.replace(token, "***")
-        raise FetchError(f"git fetch of {commit[:12]} failed: {reason}") from exc
+        raise _failed(f"git fetch of {commit[:12]}", exc, token) from exc
     if not has_commit(repo, commit):
         raise FetchError(f"commit {commit[:12]} is not in the repository")
 
@@ -87,10 +84,7 @@ def tagged_commit(url: str, ref: str, token: str = "") -> str:
             )
         )
     except git.GitCommandError as exc:
-        reason = _git_reason(exc)
-        if token:
-            reason = reason.replace(token, "***")
-        raise FetchError(f"git ls-remote of {ref} failed: {reason}") from exc
+        raise _failed(f"git ls-remote of {ref}", exc, token) from exc
     found: dict[str, str] = {}
     for line in listing.splitlines():
         sha, _, name = line.partition("\t")
@@ -188,6 +182,11 @@ def build_context(
 def _rewind(buffer: io.BytesIO) -> io.BytesIO:
     buffer.seek(0)
     return buffer
+
+
+def _failed(what: str, exc: git.GitCommandError, token: str) -> FetchError:
+    reason = _git_reason(exc)
+    return FetchError(f"{what} failed: {reason.replace(token, '***') if token else reason}")
 
 
 def _git_reason(exc: git.GitCommandError) -> str:

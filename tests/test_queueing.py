@@ -102,14 +102,7 @@ def test_a_rollback_waits_its_turn_in_the_apps_queue(
     app_queue = AppQueue(redis_conn, "web")
     assert app_queue.claim("deploying", 30) == [build.id]  # a worker holds the app
 
-    earlier = Deployment(
-        id="e1",
-        app="web",
-        commit="9" * 40,
-        ref="refs/heads/main",
-        trigger="delivery:y",
-        image="web:999999999999",
-    )
+    earlier = succeeded_before("web:999999999999")
     back = enqueue_rollback(redis_conn, queue_name, APP, earlier)
 
     # Not run beside the deploy: it waits for the holder, as a push would.
@@ -153,14 +146,7 @@ def test_a_rollback_whose_image_was_pruned_meanwhile_fails_saying_so(
     config.write_text("apps:\n  web: {repo: acme/web}\n")
     monkeypatch.setenv("NEPHELIOS_CONFIG", str(config))
     monkeypatch.setenv("NEPHELIOS_STATE_DIR", str(tmp_path / "state"))
-    gone = Deployment(
-        id="e1",
-        app="web",
-        commit="9" * 40,
-        ref="refs/heads/main",
-        trigger="delivery:y",
-        image="web:pruned000000",  # the target chosen at request time, since pruned
-    )
+    gone = succeeded_before("web:pruned000000")  # the target chosen when asked, since pruned
     back = enqueue_rollback(redis_conn, queue_name, APP, gone)
     SimpleWorker([Queue(queue_name, connection=redis_conn)], connection=redis_conn).work(burst=True)
 
@@ -196,3 +182,15 @@ def test_removal_fails_what_waits_at_once_even_while_a_deploy_runs(
 def status(store: Store, deployment_id: str) -> str | None:
     found = store.get(deployment_id)
     return found.status if found is not None else None
+
+
+def succeeded_before(image: str) -> Deployment:
+    """An earlier deployment of the app whose image a rollback goes back to."""
+    return Deployment(
+        id="e1",
+        app="web",
+        commit="9" * 40,
+        ref="refs/heads/main",
+        trigger="delivery:y",
+        image=image,
+    )
