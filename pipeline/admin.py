@@ -10,29 +10,27 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import docker
 import docker.errors
-import git
 import redis
 
 from pipeline import engine
+from pipeline import git as gitops
 from pipeline.core import deployment as states
 from pipeline.core.admin import choose_rollback
 from pipeline.core.config import App, Platform
 from pipeline.core.deployment import Deployment, new_deployment_id
 from pipeline.core.render import STACK_SERVICE
-from pipeline.errors import Conflict, Unprocessable
+from pipeline.errors import Conflict, FetchError, Unprocessable
 from pipeline.queueing import LOCK_TTL_S, LockKeeper
 from pipeline.store import KEEP_DEPLOYMENTS, AppQueue, Store, forget_running
 
 log = logging.getLogger(__name__)
 
-LS_REMOTE_TIMEOUT_S = 30
 REMOVE_TIMEOUT_S = 90.0
 # How long a removal waits for the app's running deploy to finish before answering 409.
 DEPLOY_WAIT_S = 120.0
@@ -45,37 +43,19 @@ def service_name(app: str) -> str:
     return f"{app}_{STACK_SERVICE}"
 
 
-def resolve_ref(url: str, ref: str) -> str:
+def resolve_ref(url: str, ref: str, token: str = "") -> str:
     """The commit a branch (or else a tag) names in the repository at `url`."""
     if url.startswith("-"):
         raise Unprocessable("refusing a repository URL that starts with '-'")
     wanted = [f"refs/heads/{ref}", f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}"]
-    # No prompt for credentials: an admin call must fail, not hang on a terminal.
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false"}
     try:
-        output = git.cmd.Git().execute(
-            ["git", "ls-remote", "--", url, f"refs/heads/{ref}", f"refs/tags/{ref}*"],
-            env=env,
-            kill_after_timeout=LS_REMOTE_TIMEOUT_S,
-        )
-    except git.GitCommandError as exc:
-        raise Unprocessable(f"cannot read the repository: {git_reason(exc)}") from exc
-    refs: dict[str, str] = {}
-    for line in str(output).splitlines():
-        sha, _, name = line.partition("\t")
-        refs[name.strip()] = sha.strip()
+        refs = gitops.remote_refs(url, [f"refs/heads/{ref}", f"refs/tags/{ref}*"], token)
+    except FetchError as exc:
+        raise Unprocessable(f"cannot read the repository: {exc}") from exc
     for name in wanted:
         if name in refs:
             return refs[name]
     raise Unprocessable(f"the repository has no branch or tag {ref!r}")
-
-
-def git_reason(exc: git.GitCommandError) -> str:
-    """Git's first `fatal:` line; what follows it is advice that reads as a broken sentence."""
-    lines = [line.strip(" '") for line in str(exc.stderr or "").splitlines()]
-    lines = [line.removeprefix("stderr: ").strip(" '") for line in lines if line.strip(" '")]
-    fatal = [line.removeprefix("fatal: ") for line in lines if line.startswith("fatal: ")]
-    return (fatal or lines or [f"git exited with {exc.status}"])[0]
 
 
 def scale(client: docker.DockerClient, app: str, replicas: int) -> None:

@@ -17,6 +17,7 @@ import io
 import ipaddress
 import logging
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
@@ -71,28 +72,36 @@ def tagged_commit(url: str, ref: str, token: str = "") -> str:
 
     An annotated tag is peeled: its `^{}` line names the commit, not the tag object.
     """
-    if url.startswith("-") or not ref.startswith("refs/tags/") or ref.startswith("refs/tags/-"):
+    if not ref.startswith("refs/tags/") or ref.startswith("refs/tags/-"):
         raise FetchError(f"refusing to resolve {ref!r}")
     try:
-        listing = str(
-            git.cmd.Git().ls_remote(
-                url,
-                ref,
-                f"{ref}^{{}}",
-                env=fetch_env(url, token),
-                kill_after_timeout=LS_REMOTE_TIMEOUT_S,
-            )
-        )
-    except git.GitCommandError as exc:
-        raise _failed(f"git ls-remote of {ref}", exc, token) from exc
-    found: dict[str, str] = {}
-    for line in listing.splitlines():
-        sha, _, name = line.partition("\t")
-        found[name] = sha
+        found = remote_refs(url, [ref, f"{ref}^{{}}"], token)
+    except FetchError as exc:
+        raise FetchError(f"git ls-remote of {ref} failed: {exc}") from exc
     commit = found.get(f"{ref}^{{}}") or found.get(ref)
     if commit is None or not SHA_RE.match(commit):
         raise FetchError(f"{ref} is not in the repository")
     return commit
+
+
+def remote_refs(url: str, patterns: Sequence[str], token: str = "") -> dict[str, str]:
+    """Ref name -> object id of the refs matching `patterns` at `url` (`git ls-remote`).
+
+    A failure is a FetchError whose message is git's reason, the token masked.
+    """
+    if url.startswith("-"):
+        raise FetchError("refusing a repository URL that starts with '-'")
+    try:
+        listing = git.cmd.Git().ls_remote(
+            "--", url, *patterns, env=fetch_env(url, token), kill_after_timeout=LS_REMOTE_TIMEOUT_S
+        )
+    except git.GitCommandError as exc:
+        raise FetchError(git_reason(exc, token)) from exc
+    refs: dict[str, str] = {}
+    for line in str(listing).splitlines():
+        sha, _, name = line.partition("\t")
+        refs[name.strip()] = sha.strip()
+    return refs
 
 
 def fetch_env(url: str, token: str) -> dict[str, str]:
@@ -185,13 +194,14 @@ def _rewind(buffer: io.BytesIO) -> io.BytesIO:
 
 
 def _failed(what: str, exc: git.GitCommandError, token: str) -> FetchError:
-    reason = _git_reason(exc)
-    return FetchError(f"{what} failed: {reason.replace(token, '***') if token else reason}")
+    return FetchError(f"{what} failed: {git_reason(exc, token)}")
 
 
-def _git_reason(exc: git.GitCommandError) -> str:
-    # git's stderr can echo the remote URL; keep only the last line, which names the cause.
-    stderr = (exc.stderr or "").strip().splitlines()
-    return (
-        stderr[-1].strip().removeprefix("stderr: ").strip(" '") if stderr else f"exit {exc.status}"
-    )
+def git_reason(exc: git.GitCommandError, token: str = "") -> str:
+    """Git's first `fatal:` line (what follows it is advice that reads as a broken sentence),
+    with the token, if any, masked."""
+    lines = [line.strip(" '") for line in str(exc.stderr or "").splitlines()]
+    lines = [line.removeprefix("stderr: ").strip(" '") for line in lines if line.strip(" '")]
+    fatal = [line.removeprefix("fatal: ") for line in lines if line.startswith("fatal: ")]
+    reason = (fatal or lines or [f"git exited with {exc.status}"])[0]
+    return reason.replace(token, "***") if token else reason
