@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
+from pipeline import admin
 from pipeline import git as gitops
-from pipeline.errors import FetchError
+from pipeline.errors import FetchError, Unprocessable
 from tests.support import GitRepo, http_server, push_tag
 
 TOKEN = "ghs_privateFetchToken0123456789"
@@ -175,3 +176,13 @@ def test_a_remote_that_never_answers_fails_the_fetch_in_bounded_time(
 def test_the_token_goes_only_over_https_or_to_loopback(url: str, sent: bool) -> None:
     env = gitops.fetch_env(url, TOKEN)
     assert ("GIT_CONFIG_VALUE_0" in env) == sent
+
+
+def test_the_admin_api_reads_a_private_branch_with_the_token(
+    private_repo: tuple[str, str],
+) -> None:
+    url, commit = private_repo
+    assert admin.resolve_ref(url, "main", TOKEN) == commit
+    with pytest.raises(Unprocessable, match="cannot read the repository") as refused:
+        admin.resolve_ref(url, "main", "ghs_wrongTokenWrongToken0000")
+    assert "ghs_wrong" not in str(refused.value)

@@ -157,7 +157,8 @@ async def create(request: Request) -> JSONResponse:
     clash = route_owner(config.apps, app)
     if clash is not None:
         raise Conflict(f"domains: {clash[0]!r} is already routed to app {clash[1]!r}")
-    commit = await run_in_threadpool(ops.resolve_ref, app.clone_url(config.platform), app.branch)
+    url, token = app.clone_url(config.platform), settings.github_token
+    commit = await run_in_threadpool(ops.resolve_ref, url, app.branch, token)
     store = AppFile(settings.apps_file)
     await run_in_threadpool(store.add, app.name, wanted.raw, set(config.apps))
     try:
@@ -295,7 +296,8 @@ async def redeploy(request: Request) -> JSONResponse:
         commit, ref = wanted.commit, "api"
     else:
         ref = wanted.ref or app.branch
-        commit = await run_in_threadpool(ops.resolve_ref, app.clone_url(config.platform), ref)
+        url, token = app.clone_url(config.platform), settings.github_token
+        commit = await run_in_threadpool(ops.resolve_ref, url, ref, token)
     deployment = await run_in_threadpool(
         enqueue_deployment,
         request.app.state.redis,
