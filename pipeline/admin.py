@@ -20,7 +20,6 @@ import redis
 
 from pipeline import engine
 from pipeline import git as gitops
-from pipeline.core import deployment as states
 from pipeline.core.admin import choose_rollback
 from pipeline.core.config import App, Platform
 from pipeline.core.deployment import Deployment, new_deployment_id
@@ -98,11 +97,7 @@ def exclusive(
 
 
 def fail_queued(store: Store, deployment_ids: list[str]) -> list[str]:
-    for deployment_id in deployment_ids:
-        found = store.get(deployment_id)
-        if found is not None and not found.finished:
-            found.move(states.FAILED, REMOVED)
-            store.save(found)
+    store.fail_unfinished(deployment_ids, REMOVED)
     forget_running(store.redis, *deployment_ids)
     return deployment_ids
 

@@ -172,12 +172,8 @@ def fail_waiting(store: Store, app_queue: AppQueue, reason: str) -> None:
     token = new_deployment_id()
     claimed = app_queue.claim(token, LOCK_TTL_S)
     try:
-        for deployment_id in claimed:
-            found = store.get(deployment_id)
-            if found is not None and not found.finished:
-                found.move(states.FAILED, reason)
-                store.save(found)
-                log.error("%s %s: %s", app_queue.app, deployment_id, reason)
+        for deployment_id in store.fail_unfinished(claimed, reason):
+            log.error("%s %s: %s", app_queue.app, deployment_id, reason)
     finally:
         forget_running(store.redis, *claimed)
         if claimed:
@@ -200,12 +196,13 @@ def hold_app(
     try:
         with LockKeeper(app_queue, token) as keeper:
             if app is None:
-                drop_unconfigured(store, app_queue.app, claimed)
+                store.fail_unfinished(claimed, f"app {app_queue.app!r} is no longer configured")
             else:
                 take_turn(settings, config, Recorder(store, reporter, app), app, claimed, keeper)
                 settle(store, app_queue)
     finally:
-        settle_leftovers(store, claimed)
+        # Fail what this turn took but never decided (it ended early): nothing stays queued.
+        store.fail_unfinished(claimed, "the deploy job ended before deciding this push")
         forget_running(store.redis, *claimed)
         if app_queue.release(token):
             hand_over(settings, store.redis, app_queue, app)
@@ -241,15 +238,6 @@ def settle(store: Store, app_queue: AppQueue) -> None:
         time.sleep(min(QUIET_S - quiet_s, deadline - time.monotonic()) + 0.05)
 
 
-def settle_leftovers(store: Store, claimed: list[str]) -> None:
-    """Fail what this turn took but never decided (it ended early), so nothing stays queued."""
-    for deployment_id in claimed:
-        found = store.get(deployment_id)
-        if found is not None and not found.finished:
-            found.move(states.FAILED, "the deploy job ended before deciding this push")
-            store.save(found)
-
-
 def report_pending(store: Store, reporter: Reporter, app: App, deployment: Deployment) -> None:
     if deployment.status != states.QUEUED:
         return
@@ -259,14 +247,6 @@ def report_pending(store: Store, reporter: Reporter, app: App, deployment: Deplo
     again = store.get(deployment.id)
     if again is not None and again.finished:
         reporter.report(again, app.repo)
-
-
-def drop_unconfigured(store: Store, app_name: str, claimed: list[str]) -> None:
-    for deployment_id in claimed:
-        found = store.get(deployment_id)
-        if found is not None and not found.finished:
-            found.move(states.FAILED, f"app {app_name!r} is no longer configured")
-            store.save(found)
 
 
 def take_turn(

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import redis
 
-from pipeline.core.deployment import Deployment
+from pipeline.core.deployment import FAILED, Deployment
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,17 @@ class Store:
         if raw is None:
             return None
         return Deployment.from_dict(json.loads(raw))
+
+    def fail_unfinished(self, deployment_ids: Iterable[str], reason: str) -> list[str]:
+        """Fail each of these deployments that has not finished yet; the ids it failed."""
+        failed = []
+        for deployment_id in deployment_ids:
+            found = self.get(deployment_id)
+            if found is not None and not found.finished:
+                found.move(FAILED, reason)
+                self.save(found)
+                failed.append(deployment_id)
+        return failed
 
     def recent(self, app: str, count: int = 10) -> list[Deployment]:
         ids = self.redis.lrange(f"{PREFIX}app:{app}:deployments", 0, count - 1)
