@@ -228,18 +228,25 @@ def wait_old_tasks_stopped(
     return False
 
 
-def prune_images(engine: docker.DockerClient, app: str, keep: int, live: set[str]) -> list[str]:
-    """Remove the app's images beyond the newest `keep`, never one in `live`; return tags."""
+def prune_images(
+    engine: docker.DockerClient, app: str, keep: int, live: set[str]
+) -> tuple[list[str], list[str]]:
+    """Remove the app's images beyond the newest `keep`, never one in `live`.
+
+    Returns the tags removed and the ids of those that could not go yet (still used by a
+    running container: a replaced task in its stop grace period).
+    """
     removed: list[str] = []
+    in_use: list[str] = []
     for image in images_beyond(engine, app, keep, live):
         try:
             engine.images.remove(image.id, force=True)
         except docker.errors.APIError as exc:
-            # Still used by a running container (a replaced task in its stop grace period).
             log.info("prune %s: keeping %s: %s", app, image.short_id, exc.explanation)
+            in_use.append(image.short_id)
             continue
         removed.extend(image.tags or [image.short_id])
-    return removed
+    return removed, in_use
 
 
 def images_beyond(

@@ -487,13 +487,13 @@ def prune(ctx: Context, service_name: str, tag: str) -> list[str]:
     # Rollbacks waiting for the app go back to images chosen when they were asked for.
     waiting = (ctx.store.get(i) for i in AppQueue(ctx.store.redis, ctx.app.name).waiting())
     live = {tag} | {d.image for d in waiting if d is not None and d.image}
-    removed = engine.prune_images(ctx.engine, ctx.app.name, keep, live)
-    if not engine.images_beyond(ctx.engine, ctx.app.name, keep, live):
+    removed, in_use = engine.prune_images(ctx.engine, ctx.app.name, keep, live)
+    if not in_use:
         return removed
     if not engine.wait_old_tasks_stopped(ctx.engine, service_name, OLD_TASKS_STOP_S):
         ctx.log("old tasks still stopping; their images are pruned on a later deploy")
         return removed
-    return removed + engine.prune_images(ctx.engine, ctx.app.name, keep, live)
+    return removed + engine.prune_images(ctx.engine, ctx.app.name, keep, live)[0]
 
 
 def deploy_stack(ctx: Context, stack_file: str, first: bool) -> None:
