@@ -49,10 +49,7 @@ def test_remove_during_a_deploy_leaves_nothing_deployed(
     client, _ = admin_client(worker_env, redis_conn, edge, TOKEN)
     repo = GitRepo(tmp_path / "github")
     repo.commit({"index.html": "<h1>v1</h1>\n"}, "v1")
-    body = {"app_name": app, "app_type": "static", "github_url": str(repo.bare), "port": 8080}
-    created = client.post("/create", json=body, headers=AUTH)
-    assert created.status_code == 202, created.text
-    deployment_id = created.json()["deployment"]
+    deployment_id = create_static(client, app, repo)
     wait_until(
         lambda: record(client, deployment_id)["status"] in ("building", "deploying"),
         60,
@@ -84,8 +81,7 @@ def test_remove_fails_the_queued_deployments_of_the_app(
     secret = docker_client.secrets.create(
         name=f"{app}_token_0", data=b"s3cr3t", labels={appdata.APP_LABEL: app}
     )
-    body = {"app_name": app, "app_type": "static", "github_url": str(repo.bare), "port": 8080}
-    deployment_id = client.post("/create", json=body, headers=AUTH).json()["deployment"]
+    deployment_id = create_static(client, app, repo)
 
     removed = client.post("/remove", json={"app_name": app}, headers=AUTH)
 
@@ -95,6 +91,14 @@ def test_remove_fails_the_queued_deployments_of_the_app(
     assert "app removed" in record(client, deployment_id)["error"]
     assert removed.json()["secrets"] == [secret.name]  # nothing could delete them later
     assert docker_client.secrets.list(filters={"label": f"{appdata.APP_LABEL}={app}"}) == []
+
+
+def create_static(client: TestClient, app: str, repo: GitRepo) -> str:
+    """POST /create for a static app of `repo` on port 8080; the first deployment's id."""
+    body = {"app_name": app, "app_type": "static", "github_url": str(repo.bare), "port": 8080}
+    created = client.post("/create", json=body, headers=AUTH)
+    assert created.status_code == 202, created.text
+    return str(created.json()["deployment"])
 
 
 def finished(client: TestClient, deployment_id: str) -> dict[str, Any] | None:
@@ -116,8 +120,7 @@ def test_deploying_an_app_scaled_to_zero_succeeds_without_waiting_for_an_update(
     client, _ = admin_client(worker_env, redis_conn, edge, TOKEN)
     repo = GitRepo(tmp_path / "github")
     repo.commit({"index.html": "<h1>v1</h1>\n"}, "v1")
-    body = {"app_name": app, "app_type": "static", "github_url": str(repo.bare), "port": 8080}
-    first = client.post("/create", json=body, headers=AUTH).json()["deployment"]
+    first = create_static(client, app, repo)
     assert wait_until(lambda: finished(client, first), 120, "first deploy")["status"] == "succeeded"
     scaled = client.post("/scale", json={"app_name": app, "replicas": 0}, headers=AUTH)
     assert scaled.status_code == 200, scaled.text
